@@ -1,0 +1,27 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""rdq's Cython core: the ring protocol over MPI-3 RMA windows, Message and Queue.
+
+MPI is called through mpi4py's libmpi declarations with the GIL released.
+"""
+cimport cython
+from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release,
+                             PyBUF_C_CONTIGUOUS, PyBUF_FORMAT)
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
+from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from mpi4py cimport MPI
+from mpi4py.libmpi cimport *
+
+from mpi4py import MPI
+from rdq.errors import RDQError, Full, Empty, Closed, MPIError
+
+include "errors.pxi"
+include "ring.pxi"
+include "dlpack.pxi"
+include "message.pxi"
+include "queue.pxi"
