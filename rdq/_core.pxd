@@ -22,17 +22,17 @@ ctypedef struct Ring:
     char *base                # owner's segment (shm: every rank; rma: the owner only; else NULL)
     int64_t capacity
     int64_t slot_bytes
+    MPI_Aint free_off
     MPI_Aint payload_off
     int64_t nproducers
     # producer-local
     int64_t tail_guess        # last tail seen; a compare-and-swap corrects it
-    int64_t head_cache        # last head seen; refreshed only when the ring looks full
+    int64_t head_cache        # last head seen; refreshed only when no ticket looks free
     int64_t next_seq          # this producer's sequence number of its next message
     # consumer-local (owner only)
     int64_t next_ticket       # next ticket to deliver
-    int64_t head              # every ticket below it has been returned
+    int64_t head              # free-list entries written
     int64_t head_published    # the head producers can see
-    uint8_t *returned         # per slot: returned, but head not yet past it
 
 
 cdef class Queue:
@@ -70,17 +70,18 @@ cdef class Queue:
     cdef int c_close(self) except -1 nogil
 
     cdef _init_layout(self)
-    cdef _create_window(self, comm, str transport, MPI_Aint payload_off, int64_t total)
+    cdef _create_window(self, comm, str transport, MPI_Aint free_off, MPI_Aint payload_off, int64_t total)
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
     cdef int _check_put(self, str call) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1
+    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1
 
 
 cdef class Message:
     cdef Queue queue
-    cdef int64_t ticket
+    cdef int64_t slot
     cdef char *data
     cdef Py_ssize_t nbytes
     cdef Py_ssize_t raw_shape[1]

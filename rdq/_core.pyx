@@ -7,12 +7,12 @@ cimport cython
 from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release,
                              PyBUF_C_CONTIGUOUS, PyBUF_FORMAT)
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.mem cimport PyMem_Malloc, PyMem_Calloc, PyMem_Free
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
 from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, strcmp
 
 from mpi4py cimport MPI
 from mpi4py.libmpi cimport *

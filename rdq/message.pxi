@@ -21,7 +21,7 @@ cdef class Message:
     cdef void _return_slot(self) noexcept:
         self.returned = True
         self.queue.outstanding -= 1
-        ring_return(&self.queue.ring, self.ticket)
+        ring_return(&self.queue.ring, self.slot)
 
     cdef void _add_export(self) noexcept:
         self.exports += 1

@@ -1,21 +1,25 @@
 # The ring protocol: what the owner's window holds and how producers and the
 # consumer move through it.
 #
-# Window layout (bytes, all counters int64, each on its own cache line):
-#   0    tail     tickets handed out; producers take one with compare-and-swap
-#   64   head     every ticket below it is free again; written by the consumer only
-#   128  closed   producers that have closed; each producer adds 1 once
-#   192  meta     capacity records of META_BYTES: ready (ticket+1 once published),
-#                 nbytes, source rank, per-producer sequence number
-#   ...  payload  capacity dense slots of slot_bytes, so k consecutive slots are
-#                 one (k, *shape) array
+# Window layout (bytes, all words int64; counters each on its own cache line):
+#   0         tail     tickets handed out; producers take one with compare-and-swap
+#   64        head     entries ever written to the free list; written by the consumer only
+#   128       closed   producers that have closed; each producer adds 1 once
+#   192       meta     capacity records of META_BYTES, by ticket % capacity: ready
+#                      (ticket + 1 once published), nbytes, source rank, sequence number
+#   free_off  free     capacity slot numbers, by ticket % capacity: ticket t writes
+#                      into slot free[t % capacity]
+#   ...       payload  capacity dense slots of slot_bytes, so consecutive slots are
+#                      one (k, *shape) array
 #
-# A producer takes ticket t only when t - head < capacity, so slot t % capacity
-# is free the moment it is taken and nothing after the swap can block: a
-# non-blocking put or a timeout never leaves a hole.  It writes metadata and
-# payload, completes them (flush), and then publishes ready = t + 1.  The
-# consumer delivers tickets in order and returns slots in any order; head
-# advances over the returned prefix.
+# Tickets order the messages; the free list maps each ticket to a slot.  A
+# producer takes ticket t only when t < head, so its slot is free the moment the
+# ticket is taken and nothing after the swap can block: a non-blocking put or a
+# timeout never leaves a hole.  It writes metadata and payload, completes them
+# (flush), then publishes ready = t + 1.  The consumer delivers tickets in order;
+# a slot goes back by appending it to the free list, in any order, so a view
+# held for a long time pins its own slot and nothing else.  Released in order,
+# slots come back in order, and consecutive tickets get consecutive slots.
 #
 # Two ways to touch the owner's memory, chosen once per queue (collectively):
 #   shm: every rank shares the owner's node; the window comes from
@@ -40,8 +44,13 @@ cdef inline MPI_Aint meta_off(Ring *r, int64_t ticket) noexcept nogil:
     return OFF_META + (ticket % r.capacity) * META_BYTES
 
 
-cdef inline MPI_Aint slot_off(Ring *r, int64_t ticket) noexcept nogil:
-    return r.payload_off + (ticket % r.capacity) * r.slot_bytes
+cdef inline MPI_Aint free_off(Ring *r, int64_t ticket) noexcept nogil:
+    return r.free_off + (ticket % r.capacity) * 8
+
+
+cdef inline char *slot_ptr(Ring *r, int64_t slot) noexcept nogil:
+    """Address of a slot on the owner."""
+    return r.base + r.payload_off + slot * r.slot_bytes
 
 
 cdef int ring_read(Ring *r, MPI_Aint off, int64_t *out) except -1 nogil:
@@ -95,6 +104,7 @@ cdef int ring_copy_in(Ring *r, MPI_Aint off, const char *src, int64_t n) except 
 cdef int ring_publish_head(Ring *r) except -1 nogil:
     """Let producers see the slots the consumer has returned (owner only)."""
     if r.head != r.head_published:
+        CHKERR(MPI_Win_sync(r.win))   # the free-list entries, stored locally, before the head
         ring_write(r, OFF_HEAD, r.head)
         r.head_published = r.head
     return 0
@@ -127,15 +137,15 @@ cdef inline bint past_deadline(double timeout, double *deadline) noexcept nogil:
 
 cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
     """Send one message. Returns 1 when sent, 0 when no slot freed up in time."""
-    cdef int64_t t = r.tail_guess, found, round = 0
+    cdef int64_t t = r.tail_guess, found, slot, round = 0
     cdef int64_t meta[3]
     cdef double deadline = 0
     while True:
-        if t - r.head_cache >= r.capacity:
+        if t >= r.head_cache:
             if r.rank == r.owner:
                 ring_publish_head(r)
             ring_read(r, OFF_HEAD, &r.head_cache)
-            if t - r.head_cache >= r.capacity:
+            if t >= r.head_cache:
                 waited[0] = True
                 if past_deadline(timeout, &deadline):
                     return 0
@@ -147,11 +157,12 @@ cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint
             break
         t = found
     r.tail_guess = t + 1
+    ring_read(r, free_off(r, t), &slot)
     meta[0] = nbytes
     meta[1] = r.rank
     meta[2] = r.next_seq
     ring_copy_in(r, meta_off(r, t) + META_NBYTES, <const char *>meta, sizeof(meta))
-    ring_copy_in(r, slot_off(r, t), src, nbytes)
+    ring_copy_in(r, r.payload_off + slot * r.slot_bytes, src, nbytes)
     if not r.shm:
         CHKERR(MPI_Win_flush(r.owner, r.win))   # data complete at the owner before it is published
     ring_write(r, meta_off(r, t) + META_READY, t + 1)
@@ -186,14 +197,12 @@ cdef int ring_get(Ring *r, double timeout, bint *waited) except -1 nogil:
     return 1
 
 
-cdef void ring_return(Ring *r, int64_t ticket) noexcept nogil:
+cdef void ring_return(Ring *r, int64_t slot) noexcept nogil:
     """Give a delivered slot back (owner only). Makes no MPI call, so it is safe
     from buffer and DLPack deleters; on the rma path the new head is published
     by the owner's next rdq call."""
-    r.returned[ticket % r.capacity] = 1
-    while r.head < r.next_ticket and r.returned[r.head % r.capacity]:
-        r.returned[r.head % r.capacity] = 0
-        r.head += 1
-    if r.shm and r.head != r.head_published:
+    (<int64_t *>(r.base + free_off(r, r.head)))[0] = slot
+    r.head += 1
+    if r.shm:
         rdq_store_release(r.base + OFF_HEAD, r.head)
         r.head_published = r.head

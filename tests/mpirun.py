@@ -1,0 +1,76 @@
+"""Launch multi-rank scenarios under mpiexec with a hard timeout.
+
+A scenario that hangs is killed with its whole process group, and the test
+fails showing what every rank said last (see scenarios.say) and its output.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from mpi4py import MPI
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = HERE / "scenarios.py"
+IS_OPEN_MPI = MPI.Get_library_version().startswith("Open MPI")
+
+
+def mpiexec_command(n):
+    exe = Path(sys.executable).with_name("mpiexec")
+    exe = str(exe) if exe.exists() else shutil.which("mpiexec")
+    cmd = [exe, "-n", str(n)]
+    if IS_OPEN_MPI:
+        cmd.insert(1, "--oversubscribe")   # tests use more ranks than this machine has cores
+    return cmd
+
+
+def mpi_env(extra=None):
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+    if IS_OPEN_MPI:
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        env.setdefault("OMPI_MCA_osc", "^ucx")            # no UCX hardware here: quiet its warnings
+        env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+    env.update(extra or {})
+    return env
+
+
+class ScenarioFailed(AssertionError):
+    pass
+
+
+def run_scenario(name, n, *args, timeout=90, env=None):
+    """Run `scenarios.py name args...` on n ranks; raise ScenarioFailed with every rank's last words."""
+    with tempfile.TemporaryDirectory(prefix="rdq-scenario-") as logdir:
+        # `python -m mpi4py` aborts the whole job when any rank raises, instead of leaving the others hanging
+        cmd = mpiexec_command(n) + [sys.executable, "-m", "mpi4py", str(SCENARIOS), name, *map(str, args)]
+        run_env = mpi_env(env)
+        run_env["RDQ_TEST_LOGDIR"] = logdir
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=run_env, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            verdict = None if proc.returncode == 0 else f"exit code {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGUSR1)   # every rank prints its Python stack ...
+            try:
+                out, _ = proc.communicate(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)   # ... then the whole group goes
+                out, _ = proc.communicate()
+            verdict = f"TIMEOUT after {timeout} s (process group killed)"
+        if verdict is None:
+            return out
+        last_words = []
+        for rank in range(n):
+            path = Path(logdir) / f"rank{rank}.txt"
+            said = path.read_text() if path.exists() else "(nothing)"
+            last_words.append(f"  rank {rank}: {said.strip()}")
+        raise ScenarioFailed(f"{' '.join(cmd[-2 - len(args):])} on {n} ranks: {verdict}\n"
+                             f"last words:\n" + "\n".join(last_words) +
+                             f"\noutput (last 6000 chars):\n{out[-6000:]}")

@@ -1,0 +1,449 @@
+"""Multi-rank scenarios, run by tests/test_mpi.py under mpiexec: `scenarios.py NAME [options]`.
+
+Payloads carry (rank, sequence, checksum), so the consumer detects loss,
+duplication, reordering within a producer and torn messages.  Every rank
+records what it is doing with say(); the launcher prints that if the
+scenario hangs.
+"""
+import argparse
+import faulthandler
+import math
+import os
+import random
+import signal
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+from mpi4py import MPI
+
+import rdq
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+_last_words = None
+
+
+def say(msg):
+    global _last_words
+    logdir = os.environ.get("RDQ_TEST_LOGDIR")
+    if not logdir:
+        return
+    if _last_words is None:
+        _last_words = open(os.path.join(logdir, f"rank{rank}.txt"), "w")
+    _last_words.seek(0)
+    _last_words.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+    _last_words.truncate()
+    _last_words.flush()
+
+
+def check(cond, msg):
+    if not cond:
+        raise AssertionError(f"rank {rank}: {msg}")
+
+
+# --- payloads ---------------------------------------------------------------
+
+TYPED_SHAPE = (4, 8)
+HEADER = struct.Struct("<qqqI")   # rank, seq, body length, crc32 of body
+
+
+def typed_payload(src, seq):
+    a = np.empty(TYPED_SHAPE, np.int64)
+    body = a.reshape(-1)[3:]
+    body[:] = np.arange(body.size) * (src + 1) + seq * 7919
+    a.reshape(-1)[:3] = (src, seq, int(body.sum()) ^ 0x5A5A)
+    return a
+
+
+def check_typed(a, src, seq):
+    flat = a.reshape(-1)
+    check(flat[0] == src and flat[1] == seq, f"message claims source {src} seq {seq} but carries {flat[:2]}")
+    body = flat[3:]
+    check(int(body.sum()) ^ 0x5A5A == flat[2] and
+          np.array_equal(body, np.arange(body.size) * (src + 1) + seq * 7919),
+          f"torn typed message from {src} seq {seq}")
+
+
+def raw_payload(src, seq, slot_bytes):
+    rng = random.Random(src * 1_000_003 + seq)
+    body = rng.randbytes(rng.randint(0, slot_bytes - HEADER.size))
+    return HEADER.pack(src, seq, len(body), zlib.crc32(body)) + body
+
+
+def check_raw(buf, nbytes, src, seq):
+    src_, seq_, n, crc = HEADER.unpack_from(buf)
+    check((src_, seq_) == (src, seq), f"raw message claims {src}/{seq} but carries {src_}/{seq_}")
+    body = bytes(buf[HEADER.size:])
+    check(nbytes == HEADER.size + n and len(body) == n and zlib.crc32(body) == crc,
+          f"torn raw message from {src} seq {seq}: {nbytes} bytes, header says {HEADER.size + n}")
+
+
+class Payloads:
+    def __init__(self, kind, slot_bytes=256):
+        self.kind, self.slot_bytes = kind, slot_bytes
+
+    def queue(self, **kw):
+        if self.kind == "typed":
+            return rdq.Queue(comm, shape=TYPED_SHAPE, dtype=np.int64, **kw)
+        return rdq.Queue(comm, slot_bytes=self.slot_bytes, **kw)
+
+    def make(self, seq):
+        return typed_payload(rank, seq) if self.kind == "typed" else raw_payload(rank, seq, self.slot_bytes)
+
+    def check(self, m):
+        a = np.asarray(m)
+        if self.kind == "typed":
+            check_typed(a, m.source, m.seq)
+        else:
+            check_raw(a, m.nbytes, m.source, m.seq)
+        return a
+
+
+# --- scenarios --------------------------------------------------------------
+
+class Consumer:
+    """Checks exactly-once, per-producer order and intact payloads; holds some
+    views for a long time and releases the rest in random order."""
+
+    def __init__(self, q, payloads, hold, window, seed=1):
+        self.q, self.payloads = q, payloads
+        self.next_seq = {}
+        self.held = []              # (view, copy taken when received)
+        self.hold, self.window = hold, window
+        self.pending = []
+        self.rng = random.Random(seed)
+        self.received = 0
+
+    def take(self, m):
+        check(m.seq == self.next_seq.get(m.source, 0),
+              f"from {m.source} expected seq {self.next_seq.get(m.source, 0)}, got {m.seq}")
+        self.next_seq[m.source] = m.seq + 1
+        a = self.payloads.check(m)
+        self.received += 1
+        if len(self.held) < self.hold and self.rng.random() < 0.05:
+            self.held.append((a, a.copy()))
+            m.release()   # the slot stays pinned by the live view `a`
+        else:
+            del a
+            self.pending.append(m)
+        if len(self.pending) >= self.window:
+            self.flush()
+        if self.received % 500 == 0:
+            say(f"consumer: {self.received} received, {len(self.held)} views held")
+
+    def flush(self):
+        self.rng.shuffle(self.pending)
+        for m in self.pending:
+            m.release()
+        self.pending.clear()
+
+    def verify_held(self):
+        for view, copy in self.held:
+            check(np.array_equal(view, copy), "a held zero-copy view was overwritten")
+
+
+def scenario_stream(argv):
+    p = argparse.ArgumentParser()
+    p.add_argument("--owner", choices=["first", "last"], default="first")
+    p.add_argument("--kind", choices=["typed", "raw"], default="typed")
+    p.add_argument("--capacity", type=int, default=16)
+    p.add_argument("--count", type=int, default=1000, help="messages per producer")
+    p.add_argument("--hold", type=int, default=0, help="views the consumer keeps until the end")
+    p.add_argument("--window", type=int, default=1, help="messages released together, in random order")
+    p.add_argument("--slow-consumer", type=float, default=0.0, help="seconds slept every 100 messages")
+    a = p.parse_args(argv)
+    check(a.hold + a.window <= a.capacity, "bad scenario: hold + window must fit in the capacity")
+    owner = 0 if a.owner == "first" else size - 1
+    payloads = Payloads(a.kind)
+    q = payloads.queue(owner=owner, capacity=a.capacity)
+    say(f"queue made: {q!r}")
+    if rank != owner:
+        for seq in range(a.count):
+            q.put(payloads.make(seq))
+            if seq % 500 == 0:
+                say(f"producer: put {seq}/{a.count}")
+        q.close()
+        say("producer: closed")
+    else:
+        c = Consumer(q, payloads, a.hold, a.window)
+        sent = 0
+        # The owner produces too: it puts without blocking and consumes when the ring is full.
+        while sent < a.count:
+            try:
+                q.put(payloads.make(sent), block=False)
+                sent += 1
+            except rdq.Full:
+                if c.pending:
+                    c.flush()
+                c.take(q.get())
+        q.close()
+        for m in q:
+            c.take(m)
+            if a.slow_consumer and c.received % 100 == 0:
+                time.sleep(a.slow_consumer)
+        c.flush()
+        say("consumer: end of stream")
+        check(c.received == size * a.count, f"received {c.received}, expected {size * a.count}")
+        check(c.next_seq == {r: a.count for r in range(size)}, f"per-producer counts {c.next_seq}")
+        c.verify_held()
+        s = q.stats()
+        check(s["gets"] == size * a.count and s["live_exports"] == len(c.held), f"stats {s}")
+        del c
+    stats = comm.gather(q.stats(), root=owner)
+    if rank == owner:
+        check(sum(s["puts"] for s in stats) == size * a.count, f"puts {[s['puts'] for s in stats]}")
+        check(q.stats()["live_exports"] == 0 and q.stats()["outstanding"] == 0, f"stats {q.stats()}")
+    q.free()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+def scenario_eos(argv):
+    """End of stream with a slow producer, a producer that sends nothing, and the owner not producing."""
+    owner = size - 1
+    producers = [r for r in range(size) if r != owner] or [owner]
+    q = rdq.Queue(comm, owner=owner, capacity=4, shape=TYPED_SHAPE, dtype=np.int64, producers=producers)
+    # (a lone owner-producer sends less than the capacity: nobody consumes while it puts)
+    counts = {r: (0 if r == 1 else 20 if size > 1 else 3) for r in producers}
+    if rank in producers:
+        for seq in range(counts[rank]):
+            if rank == 0:
+                time.sleep(0.02)   # the slow one: it closes last
+            q.put(typed_payload(rank, seq))
+        say("producer: closing")
+        q.close()
+        q.close()   # a second close does nothing
+    else:
+        q.close()   # not a producer: does nothing
+    if rank == owner:
+        got = {}
+        for m in q:
+            with m:
+                check_typed(np.asarray(m).copy(), m.source, m.seq)
+                check(m.seq == got.get(m.source, 0), "order")
+                got[m.source] = m.seq + 1
+        want = {r: c for r, c in counts.items() if c}
+        check(got == want, f"got {got}, want {want}")
+        for _ in range(2):
+            try:
+                q.get(timeout=1)
+                check(False, "get after end of stream returned")
+            except rdq.Closed:
+                pass
+        check(list(q) == [], "iteration after end of stream")
+    q.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+def scenario_timeouts(argv):
+    """Empty and Full on time, and nothing lost or duplicated around them."""
+    owner = size - 1
+    cap = 4
+    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
+    if rank == owner:
+        for kwargs in ({"block": False}, {"timeout": 0}, {"timeout": 0.3}):
+            t0 = time.monotonic()
+            try:
+                q.get(**kwargs)
+                check(False, f"get({kwargs}) on an empty queue returned")
+            except rdq.Empty as exc:
+                check(f"rank {rank}" in str(exc), f"error does not name the rank: {exc}")
+            waited = time.monotonic() - t0
+            check(waited >= kwargs.get("timeout", 0) and waited < 5, f"get({kwargs}) waited {waited:.3f} s")
+    comm.Barrier()
+    # Ranks take turns filling the ring, so each one meets it full.
+    sent = 0
+    for turn in range(size):
+        if rank == turn:
+            while True:
+                try:
+                    q.put(typed_payload(rank, sent), block=False)
+                    sent += 1
+                except rdq.Full:
+                    break
+            t0 = time.monotonic()
+            try:
+                q.put(typed_payload(rank, sent), timeout=0.2)
+                check(False, "put(timeout=0.2) into a full ring returned")
+            except rdq.Full as exc:
+                check(q.stats()["full_waits"] >= 1, f"full wait not counted: {q.stats()}")
+                check(time.monotonic() - t0 >= 0.2, "put(timeout=0.2) gave up early")
+                check(f"rank {rank}" in str(exc), f"error does not name the rank: {exc}")
+        comm.Barrier()
+    check((rank == 0 and sent == cap) or (rank > 0 and sent == 0), f"rank {rank} sent {sent} into a full ring")
+    # Now the owner drains while everybody sends 10 more (blocking).
+    if rank == owner:
+        got = {}
+        for extra in range(10):
+            while True:
+                try:
+                    q.put(typed_payload(rank, sent + extra), block=False)
+                    break
+                except rdq.Full:
+                    with q.get() as m:
+                        got[m.source] = got.get(m.source, 0) + 1
+                        check(m.seq == got[m.source] - 1, "order")
+        q.close()
+        for m in q:
+            with m:
+                check_typed(np.asarray(m).copy(), m.source, m.seq)
+                got[m.source] = got.get(m.source, 0) + 1
+                check(m.seq == got[m.source] - 1, "order")
+        want = {r: 10 + (cap if r == 0 else 0) for r in range(size)}
+        check(got == want, f"got {got}, want {want}")
+    else:
+        for extra in range(10):
+            q.put(typed_payload(rank, sent + extra))
+        q.close()
+    q.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+def expect_error(exc_type, fn, *words):
+    try:
+        fn()
+    except exc_type as exc:
+        text = str(exc)
+        for w in words:
+            check(w in text, f"{exc_type.__name__} message lacks {w!r}: {text}")
+        return exc
+    raise AssertionError(f"rank {rank}: expected {exc_type.__name__}")
+
+
+def scenario_bad_input(argv):
+    """Every bad input is a clear error naming rank and queue, and loses nothing already queued."""
+    owner = size - 1
+    q = rdq.Queue(comm, owner=owner, capacity=8, shape=TYPED_SHAPE, dtype=np.int64, name="fields")
+    raw = rdq.Queue(comm, owner=owner, capacity=2 * size, slot_bytes=64, name="bytes")
+    good = 0
+
+    def put_good():
+        nonlocal good
+        q.put(typed_payload(rank, good))
+        good += 1
+
+    where = (f"rank {rank}", "'fields'")
+    put_good()
+    expect_error(ValueError, lambda: q.put(np.zeros((4, 9), np.int64)), *where, "expected shape (4, 8)")
+    expect_error(TypeError, lambda: q.put(np.zeros(TYPED_SHAPE, np.float32)), *where, "expected dtype int64")
+    expect_error(ValueError, lambda: q.put(np.zeros((8, 8), np.int64)[::2]), *where, "C-contiguous")
+    expect_error(TypeError, lambda: q.put([1, 2, 3]), *where, "buffer-protocol or DLPack")
+    expect_error(ValueError, lambda: q.put(typed_payload(rank, 0), timeout=-1), "timeout")
+    expect_error(ValueError, lambda: q.put(typed_payload(rank, 0), timeout=math.nan), "timeout")
+    expect_error(ValueError, lambda: raw.put(b"x" * 65), f"rank {rank}", "'bytes'", "exceeds slot_bytes=64")
+    put_good()
+    ro = typed_payload(rank, good)
+    ro.setflags(write=False)        # read-only input is fine: put only reads it
+    q.put(ro)
+    good += 1
+    raw.put(b"abc")
+    raw.put(memoryview(b"hello world"))
+    if rank != owner:
+        expect_error(rdq.RDQError, q.get, f"rank {rank}", f"only its owner, rank {owner}")
+        expect_error(rdq.RDQError, lambda: list(q), f"rank {rank}")
+    q.close()
+    raw.close()
+    expect_error(rdq.Closed, put_good, f"rank {rank}", "after close()")
+    if rank == owner:
+        got = {}
+        for m in q:
+            with m:
+                check_typed(np.asarray(m).copy(), m.source, m.seq)
+                got[m.source] = got.get(m.source, 0) + 1
+        check(got == {r: 3 for r in range(size)}, f"good messages: {got}")
+        raws = sorted(bytes(m) for m in raw)
+        check(raws == sorted([b"abc", b"hello world"] * size), f"raw messages {raws}")
+    # free() while a view is alive: BufferError on every rank, no hang, then a clean free.
+    q2 = rdq.Queue(comm, owner=owner, capacity=size, slot_bytes=16)
+    q2.put(b"pinned")
+    q2.close()
+    view = None
+    if rank == owner:
+        view = np.asarray(q2.get())
+    expect_error(BufferError, q2.free, "live view")
+    del view
+    q2.free()
+    expect_error(rdq.Closed, lambda: q2.put(b"x"), "freed")
+    expect_error(rdq.Closed, q2.get, "freed")
+    q2.free()   # a second free does nothing
+    q.free()
+    raw.free()
+    # Construction errors: collective checks raise on every rank instead of hanging.
+    expect_error(ValueError, lambda: rdq.Queue(comm, owner=size, capacity=4, slot_bytes=8), "owner")
+    if size > 1:
+        expect_error(ValueError, lambda: rdq.Queue(comm, owner=0, capacity=4 + (rank == 0), slot_bytes=8),
+                     "same arguments on every rank")
+    expect_error(ValueError, lambda: rdq.Queue(comm, owner=owner, capacity=1 << 40, slot_bytes=1 << 20),
+                 "cannot create the queue")
+    if size > 1:
+        only_some = rdq.Queue(comm, owner=owner, capacity=4, slot_bytes=8, producers=[owner])
+        if rank != owner:
+            expect_error(rdq.RDQError, lambda: only_some.put(b"x"), f"rank {rank}", "not one of its producers")
+        only_some.close()
+        only_some.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+def scenario_many_queues(argv):
+    """Every rank owns a queue; every rank puts into every queue."""
+    count = 50
+    queues = [rdq.Queue(comm, owner=o, capacity=size * count, shape=TYPED_SHAPE, dtype=np.int64,
+                        name=f"q{o}") for o in range(size)]
+    for q in queues:
+        for seq in range(count):
+            q.put(typed_payload(rank, seq))
+        q.close()
+    got = {}
+    for m in queues[rank]:
+        with m:
+            check_typed(np.asarray(m).copy(), m.source, m.seq)
+            check(m.seq == got.get(m.source, 0), "order")
+            got[m.source] = m.seq + 1
+    check(got == {r: count for r in range(size)}, f"got {got}")
+    for q in queues:
+        q.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+def scenario_torch_views(argv):
+    """torch.from_dlpack shares the window; a live tensor pins its slot across many wrap-arounds."""
+    import torch
+    owner = size - 1
+    cap = 4
+    count = 400 if size > 1 else cap - 1   # a lone owner-producer cannot put more than fits
+    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
+    if rank != owner or size == 1:
+        for seq in range(count):
+            q.put(torch.from_numpy(typed_payload(rank, seq)))   # DLPack input path
+        q.close()
+    if rank == owner:
+        if size > 1:
+            q.close()
+        pinned = []
+        n = 0
+        for m in q:
+            t = torch.from_dlpack(m)
+            check(t.data_ptr() == np.asarray(m).ctypes.data, "torch tensor does not share the window")
+            check_typed(t.numpy(), m.source, m.seq)
+            if len(pinned) < cap - 1 and n % 37 == 0:
+                pinned.append((t, t.clone()))
+            del t
+            m.release()
+            n += 1
+        check(all(torch.equal(t, copy) for t, copy in pinned), "a live tensor was overwritten")
+        check(q.stats()["outstanding"] == len(pinned), f"stats {q.stats()}")
+        del pinned
+        check(q.stats()["outstanding"] == 0 and q.stats()["live_exports"] == 0, f"stats {q.stats()}")
+        check(n == count * max(size - 1, 1), f"received {n}")
+    q.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
+    name = sys.argv[1]
+    say(f"starting {name} {' '.join(sys.argv[2:])}")
+    globals()[f"scenario_{name}"](sys.argv[2:])
+    say("done")
