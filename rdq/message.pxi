@@ -113,5 +113,11 @@ cdef class Message:
         versioned = max_version is not None and max_version[0] >= 1
         return _export_dlpack(self, versioned)
 
+    def __array__(self, dtype=None, copy=None):
+        # numpy tries the buffer protocol first and, when that fails, would quietly
+        # wrap the message in an object array; this says why instead.
+        self._check_exportable()
+        return np.array(memoryview(self), dtype=dtype, copy=copy)
+
     def __dlpack_device__(self):
         return (kDLCPU, 0)

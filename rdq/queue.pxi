@@ -111,7 +111,10 @@ cdef class Queue:
             dt = np.dtype(dtype)
             if not dt.isnative:
                 raise TypeError(f"{where}: dtype {dt} is not in native byte order")
-            self.dl_code, self.dl_bits = _dtype_to_dl(dt)
+            try:
+                self.dl_code, self.dl_bits = _dtype_to_dl(dt)
+            except TypeError as exc:
+                raise TypeError(f"{where}: {exc}") from None
             self.shape = shape
             self.dtype = dt
             self.slot_bytes = math.prod(shape) * dt.itemsize

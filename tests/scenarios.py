@@ -315,7 +315,7 @@ def expect_error(exc_type, fn, *words):
 def scenario_bad_input(argv):
     """Every bad input is a clear error naming rank and queue, and loses nothing already queued."""
     owner = size - 1
-    q = rdq.Queue(comm, owner=owner, capacity=8, shape=TYPED_SHAPE, dtype=np.int64, name="fields")
+    q = rdq.Queue(comm, owner=owner, capacity=3 * size, shape=TYPED_SHAPE, dtype=np.int64, name="fields")
     raw = rdq.Queue(comm, owner=owner, capacity=2 * size, slot_bytes=64, name="bytes")
     good = 0
 
