@@ -54,7 +54,7 @@ def mpi_flags(mpicc):
 mpicc = find_mpicc()
 print(f"rdq: building against {mpicc}", file=sys.stderr)
 flags = mpi_flags(mpicc)
-flags["include_dirs"] += [mpi4py.get_include(), "rdq/src"]
+flags["include_dirs"] += [mpi4py.get_include(), "rdq"]
 extra_compile_args = ["-O2", "-std=gnu11"]
 if os.environ.get("RDQ_SANITIZE"):  # e.g. RDQ_SANITIZE=address: a debugging build of the core
     extra_compile_args += [f"-fsanitize={os.environ['RDQ_SANITIZE']}", "-fno-omit-frame-pointer", "-g"]

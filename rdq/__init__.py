@@ -17,4 +17,4 @@ def get_include():
     """Directories with rdq's .pxd files and C headers, for building code that does `cimport rdq`."""
     import os
     here = os.path.dirname(os.path.abspath(__file__))
-    return [os.path.dirname(here), os.path.join(here, "src")]
+    return [os.path.dirname(here), here]

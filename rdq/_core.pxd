@@ -51,6 +51,7 @@ cdef class Queue:
     cdef bint closed
     cdef bint freed
     cdef bint end_of_stream
+    cdef bint busy            # a put or get of this rank is in progress (GIL released inside)
     # typed-queue layout, exported by messages through the buffer protocol and DLPack
     cdef int ndim
     cdef Py_ssize_t *c_shape
@@ -73,6 +74,7 @@ cdef class Queue:
     cdef _create_window(self, comm, str transport, MPI_Aint free_off, MPI_Aint payload_off, int64_t total)
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
+    cdef int _enter(self, str call) except -1
     cdef int _check_put(self, str call) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1

@@ -258,6 +258,15 @@ cdef class Queue:
             raise Closed(f"rank {self.rank}: {call} on queue {self.name!r}, which was freed")
         return 0
 
+    cdef int _enter(self, str call) except -1:
+        # put and get release the GIL; a second thread of this rank must not
+        # interleave with them (their per-rank state is not shared-safe).
+        if self.busy:
+            raise RDQError(f"{self._where()}: {call} while another thread of this rank is inside put() or "
+                           f"get() on this queue; use one thread per queue and rank")
+        self.busy = True
+        return 0
+
     # --- producer side ---------------------------------------------------
 
     cdef int c_put(self, const void *data, int64_t nbytes, double timeout) except -1 nogil:
@@ -330,13 +339,21 @@ cdef class Queue:
                                  f"(numpy.ascontiguousarray(x) makes one): {exc}") from None
             try:
                 self._check_view(&view, x)
-                sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
+                self._enter("put()")
+                try:
+                    sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
+                finally:
+                    self.busy = False
             finally:
                 PyBuffer_Release(&view)
         elif hasattr(x, "__dlpack__"):
             dl = _DLPackInput(x)
             _check_dlpack(self, dl)
-            sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
+            self._enter("put()")
+            try:
+                sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
+            finally:
+                self.busy = False
         else:
             raise TypeError(f"{self._where()}: put() needs a buffer-protocol or DLPack object, "
                             f"got {type(x).__name__}")
@@ -396,8 +413,12 @@ cdef class Queue:
                            f"{self.owner}, can get")
         if self.end_of_stream:
             raise Closed(f"{self._where()}: get() after end of stream")
-        with nogil:
-            rc = ring_get(r, c_timeout, &waited)
+        self._enter("get()")
+        try:
+            with nogil:
+                rc = ring_get(r, c_timeout, &waited)
+        finally:
+            self.busy = False
         if waited:
             self.empty_waits += 1
         if rc == 0:

@@ -2,6 +2,8 @@
 import ctypes
 import gc
 import math
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -227,3 +229,16 @@ def test_error_tree():
         assert issubclass(exc, rdq.RDQError)
     err = rdq.MPIError(13, "MPI_ERR_RMA_SYNC: wrong synchronization", "MPI_Put")
     assert err.error_code == 13 and "MPI_Put" in str(err)
+
+
+def test_second_thread_on_a_busy_queue_is_refused(q):
+    waiting = threading.Thread(target=lambda: pytest.raises(rdq.Empty, q.get, timeout=1.0))
+    waiting.start()
+    time.sleep(0.2)                                       # the thread is inside get(), GIL released
+    with pytest.raises(rdq.RDQError, match="another thread"):
+        q.get(block=False)
+    with pytest.raises(rdq.RDQError, match="another thread"):
+        q.put(field(0))
+    waiting.join()
+    q.put(field(0))                                       # usable again once the other call returned
+    assert float(np.asarray(q.get())[0, 0]) == 0
