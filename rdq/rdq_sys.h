@@ -41,17 +41,18 @@ static inline void rdq_cpu_relax(void)
 #endif
 }
 
-/* Waiting without burning the core the other side needs: spin briefly (the
- * common case is a wait of one copy), then yield, then sleep in short naps.
- * Ranks are often oversubscribed on small machines. */
+/* Waiting without burning the core the other side needs: spin briefly (a
+ * small message is usually a few hundred nanoseconds away), yield a little,
+ * then sleep in short naps (a large copy takes a millisecond; ranks are often
+ * oversubscribed on small machines). */
 static inline void rdq_backoff(int64_t round)
 {
     if (round < 64) {
         rdq_cpu_relax();
-    } else if (round < 2048) {
+    } else if (round < 256) {
         sched_yield();
     } else {
-        struct timespec nap = {0, 50000};   /* 50 us */
+        struct timespec nap = {0, round < 1024 ? 10000 : 50000};   /* 10 us, then 50 us */
         nanosleep(&nap, NULL);
     }
 }

@@ -116,7 +116,7 @@ cdef int ring_wait(Ring *r, int64_t round) except -1 nogil:
     if not r.shm:
         # Passive-target RMA may progress only while the target is inside MPI.
         CHKERR(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, r.comm, &flag, MPI_STATUS_IGNORE))
-    if round > 0 and round % 2048 == 0:
+    if round > 0 and round % 2048 == 0:   # about every 100 ms once napping
         with gil:
             PyErr_CheckSignals()
     rdq_backoff(round)
