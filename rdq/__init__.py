@@ -6,10 +6,13 @@ received messages are zero-copy views (buffer protocol and DLPack).
 """
 from mpi4py import MPI  # noqa: F401  (loads libmpi before the extension that links it)
 
-from rdq._core import Message, Queue
+from rdq import sampling
+from rdq._core import Batch, Message, Queue
 from rdq.errors import Closed, Empty, Full, MPIError, RDQError
+from rdq.group import QueueGroup, Roles
 
-__all__ = ["Queue", "Message", "RDQError", "Full", "Empty", "Closed", "MPIError", "get_include"]
+__all__ = ["Queue", "Message", "Batch", "QueueGroup", "Roles", "sampling",
+           "RDQError", "Full", "Empty", "Closed", "MPIError", "get_include"]
 __version__ = "0.1.0"
 
 

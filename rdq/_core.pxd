@@ -48,6 +48,7 @@ cdef class Queue:
     cdef readonly tuple producers
     cdef readonly str transport
     cdef readonly bint is_producer
+    cdef readonly object sample       # put-side sampling policy (x -> bool), or None
     cdef bint closed
     cdef bint freed
     cdef bint end_of_stream
@@ -62,7 +63,7 @@ cdef class Queue:
     cdef uint8_t dl_bits
     cdef dict format_ok
     # this rank's counters
-    cdef int64_t n_puts, n_gets, bytes_put, bytes_got, full_waits, empty_waits
+    cdef int64_t n_puts, n_gets, bytes_put, bytes_got, full_waits, empty_waits, batch_copies, sampled_out
     cdef int64_t outstanding  # messages delivered and not yet returned
     cdef int64_t exports      # live buffer/DLPack exports of those messages
 
@@ -75,25 +76,43 @@ cdef class Queue:
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
     cdef int _enter(self, str call) except -1
+    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *count) except -1
     cdef int _check_put(self, str call) except -1
+    cdef bint _sampled(self, x) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1
     cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1
 
 
-cdef class Message:
+cdef class _SlotView:
     cdef Queue queue
-    cdef int64_t slot
     cdef char *data
     cdef Py_ssize_t nbytes
-    cdef Py_ssize_t raw_shape[1]
+    cdef int ndim
+    cdef Py_ssize_t *c_shape          # ndim sizes; c_strides: ndim strides in bytes
+    cdef Py_ssize_t *c_strides
+    cdef Py_ssize_t raw_dims[2]       # a raw message's shape and stride
+    cdef Py_ssize_t *own_dims         # a batch's shape and strides (PyMem)
     cdef int exports
     cdef bint release_requested
     cdef bint returned
-    cdef readonly int source
-    cdef readonly int64_t seq
 
-    cdef void _return_slot(self) noexcept
+    cdef void _give_back(self) noexcept
+    cdef void _return_slots(self) noexcept
     cdef void _add_export(self) noexcept
     cdef void _drop_export(self) noexcept
     cdef int _check_exportable(self) except -1
+
+
+cdef class Message(_SlotView):
+    cdef int64_t slot
+    cdef readonly int source
+    cdef readonly int64_t seq
+
+
+cdef class Batch(_SlotView):
+    cdef int64_t first_slot
+    cdef int64_t pinned               # slots pinned: k when zero-copy, 0 when copied
+    cdef object rows                  # the copied rows, when not zero-copy
+    cdef readonly object sources
+    cdef readonly object seqs

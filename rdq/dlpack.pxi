@@ -54,11 +54,11 @@ cdef object _dtype_to_dl(object dtype):
     return codes[dtype.kind], dtype.itemsize * 8
 
 
-# --- export: a Message lends its slot to a DLPack consumer -------------------
+# --- export: a Message or Batch lends its slots to a DLPack consumer ---------
 
 cdef void _release_export(void *ctx) noexcept nogil:
     with gil:
-        (<Message>ctx)._drop_export()
+        (<_SlotView>ctx)._drop_export()
         Py_XDECREF(<PyObject *>ctx)
 
 
@@ -87,36 +87,27 @@ cdef void _capsule_destructor_legacy(object capsule) noexcept:
         t.deleter(t)
 
 
-cdef void _fill_tensor(DLTensor *tensor, Message msg, int64_t *dims) noexcept:
+cdef void _fill_tensor(DLTensor *tensor, _SlotView view, int64_t *dims) noexcept:
     """dims has room for 2 * ndim: shape, then strides (in elements)."""
-    cdef Queue q = msg.queue
-    cdef int i, ndim
-    tensor.data = msg.data
+    cdef Queue q = view.queue
+    cdef int i
+    tensor.data = view.data
     tensor.device.device_type = kDLCPU
     tensor.device.device_id = 0
     tensor.byte_offset = 0
+    tensor.dtype.code = q.dl_code
+    tensor.dtype.bits = q.dl_bits
     tensor.dtype.lanes = 1
-    if q.dtype is None:
-        ndim = 1
-        dims[0] = msg.nbytes
-        dims[1] = 1
-        tensor.dtype.code = kDLUInt
-        tensor.dtype.bits = 8
-    else:
-        ndim = q.ndim
-        for i in range(ndim):
-            dims[i] = q.c_shape[i]
-            dims[ndim + i] = q.c_strides[i] // q.itemsize
-        tensor.dtype.code = q.dl_code
-        tensor.dtype.bits = q.dl_bits
-    tensor.ndim = ndim
+    for i in range(view.ndim):
+        dims[i] = view.c_shape[i]
+        dims[view.ndim + i] = view.c_strides[i] // q.itemsize
+    tensor.ndim = view.ndim
     tensor.shape = dims
-    tensor.strides = dims + ndim
+    tensor.strides = dims + view.ndim
 
 
-cdef object _export_dlpack(Message msg, bint versioned):
-    cdef int ndim = 1 if msg.queue.dtype is None else msg.queue.ndim
-    cdef size_t dims_bytes = 2 * max(ndim, 1) * sizeof(int64_t)
+cdef object _export_dlpack(_SlotView view, bint versioned):
+    cdef size_t dims_bytes = 2 * view.ndim * sizeof(int64_t)
     cdef DLManagedTensorVersioned *tv
     cdef DLManagedTensor *tl
     cdef object capsule
@@ -127,21 +118,21 @@ cdef object _export_dlpack(Message msg, bint versioned):
         tv.version.major = 1
         tv.version.minor = 0
         tv.flags = 0
-        tv.manager_ctx = <void *>msg
+        tv.manager_ctx = <void *>view
         tv.deleter = _deleter_versioned
-        _fill_tensor(&tv.dl_tensor, msg, <int64_t *>(tv + 1))
+        _fill_tensor(&tv.dl_tensor, view, <int64_t *>(tv + 1))
         capsule = PyCapsule_New(tv, b"dltensor_versioned", _capsule_destructor_versioned)
     else:
         tl = <DLManagedTensor *>malloc(sizeof(DLManagedTensor) + dims_bytes)
         if tl == NULL:
             raise MemoryError()
-        tl.manager_ctx = <void *>msg
+        tl.manager_ctx = <void *>view
         tl.deleter = _deleter_legacy
-        _fill_tensor(&tl.dl_tensor, msg, <int64_t *>(tl + 1))
+        _fill_tensor(&tl.dl_tensor, view, <int64_t *>(tl + 1))
         capsule = PyCapsule_New(tl, b"dltensor", _capsule_destructor_legacy)
     # The capsule (then the consumer's tensor) owns one reference and one export.
-    Py_XINCREF(<PyObject *>msg)
-    msg._add_export()
+    Py_XINCREF(<PyObject *>view)
+    view._add_export()
     return capsule
 
 

@@ -1,27 +1,28 @@
-# Message: a zero-copy view of one slot of the owner's window.
+# Message and Batch: zero-copy views of slots of the owner's window.
 
-@cython.freelist(64)
 @cython.no_gc_clear
-cdef class Message:
-    """One received message: a zero-copy view of its slot in the queue's window.
+cdef class _SlotView:
+    """What Message and Batch share: the export rules of the slots they pin.
 
-    Export it with ``numpy.asarray(m)``, ``memoryview(m)`` or ``torch.from_dlpack(m)``;
-    all of them share memory with the window.  The slot goes back to producers once
-    the message is released (``release()``, leaving ``with m:``, or garbage
-    collection) and no export of it is alive any more.
+    The slots go back to producers once the view is released (``release()``,
+    leaving ``with``, or garbage collection) and no export of it (memoryview,
+    numpy array, DLPack tensor) is alive any more.
     """
 
     def __init__(self):
-        raise TypeError("rdq.Message is made by Queue.get(), not directly")
+        raise TypeError(f"rdq.{type(self).__name__} is made by the queue, not directly")
 
     def __dealloc__(self):
         if not self.returned and self.queue is not None and not self.queue.freed:
-            self._return_slot()
+            self._return_slots()
+        PyMem_Free(self.own_dims)
 
-    cdef void _return_slot(self) noexcept:
+    cdef void _give_back(self) noexcept:
+        pass
+
+    cdef void _return_slots(self) noexcept:
         self.returned = True
-        self.queue.outstanding -= 1
-        ring_return(&self.queue.ring, self.slot)
+        self._give_back()
 
     cdef void _add_export(self) noexcept:
         self.exports += 1
@@ -31,24 +32,24 @@ cdef class Message:
         self.exports -= 1
         self.queue.exports -= 1
         if self.exports == 0 and self.release_requested and not self.returned:
-            self._return_slot()
+            self._return_slots()
 
     cdef int _check_exportable(self) except -1:
         if self.release_requested:
-            raise ValueError(f"{self!r} was released: its slot may already hold another message")
+            raise ValueError(f"{self!r} was released: its slots may already hold other messages")
         if self.queue.freed:
             raise Closed(f"{self!r}: its queue was freed")
         return 0
 
     def release(self):
-        """Give the slot back to producers now, or when the last export of it dies."""
+        """Give the slots back to producers now, or when the last export of them dies."""
         self.release_requested = True
         if self.exports == 0 and not self.returned:
-            self._return_slot()
+            self._return_slots()
 
     @property
     def released(self):
-        """True once release() was called (the slot may still be pinned by exports)."""
+        """True once release() was called (the slots may still be pinned by exports)."""
         return self.release_requested
 
     @property
@@ -57,11 +58,11 @@ cdef class Message:
 
     @property
     def shape(self):
-        return (self.nbytes,) if self.queue.dtype is None else self.queue.shape
+        return tuple(self.c_shape[i] for i in range(self.ndim))
 
     @property
     def dtype(self):
-        return _UINT8 if self.queue.dtype is None else self.queue.dtype
+        return self.queue.dtype if self.queue.dtype is not None else _UINT8
 
     def __enter__(self):
         return self
@@ -69,32 +70,20 @@ cdef class Message:
     def __exit__(self, *exc):
         self.release()
 
-    def __repr__(self):
-        return (f"<rdq.Message source={self.source} seq={self.seq} shape={self.shape} "
-                f"dtype={self.dtype} of {self.queue.name}>")
-
     def __getbuffer__(self, Py_buffer *buf, int flags):
-        cdef Queue q = self.queue
         self._check_exportable()
         buf.buf = self.data
         buf.len = self.nbytes
         buf.readonly = 0
+        buf.itemsize = self.queue.itemsize
+        buf.ndim = self.ndim
+        buf.shape = self.c_shape
+        buf.strides = self.c_strides
         buf.suboffsets = NULL
         buf.internal = NULL
-        if q.dtype is None:
-            buf.itemsize = 1
-            buf.ndim = 1
-            buf.shape = self.raw_shape
-            buf.strides = &_ONE
-            buf.format = b"B"
-        else:
-            buf.itemsize = q.itemsize
-            buf.ndim = q.ndim
-            buf.shape = q.c_shape
-            buf.strides = q.c_strides
-            buf.format = q.format
-        if not (flags & PyBUF_FORMAT):
-            buf.format = NULL
+        buf.format = NULL
+        if flags & PyBUF_FORMAT:
+            buf.format = <char *>self.queue.format   # bytes kept by the queue, which outlives the view
         buf.obj = self
         self._add_export()
 
@@ -102,7 +91,7 @@ cdef class Message:
         self._drop_export()
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
-        """Export as a DLPack capsule sharing the slot (torch.from_dlpack(m), numpy.from_dlpack(m))."""
+        """A DLPack capsule sharing the slots (torch.from_dlpack(v), numpy.from_dlpack(v))."""
         self._check_exportable()
         if stream is not None and stream != -1:
             raise BufferError(f"{self!r} lives in host memory: stream must be None, got {stream!r}")
@@ -113,11 +102,58 @@ cdef class Message:
         versioned = max_version is not None and max_version[0] >= 1
         return _export_dlpack(self, versioned)
 
+    def __dlpack_device__(self):
+        return (kDLCPU, 0)
+
     def __array__(self, dtype=None, copy=None):
         # numpy tries the buffer protocol first and, when that fails, would quietly
-        # wrap the message in an object array; this says why instead.
+        # wrap the view in an object array; this says why instead.
         self._check_exportable()
         return np.array(memoryview(self), dtype=dtype, copy=copy)
 
-    def __dlpack_device__(self):
-        return (kDLCPU, 0)
+
+@cython.freelist(64)
+cdef class Message(_SlotView):
+    """One received message: a zero-copy view of its slot in the queue's window.
+
+    Export it with ``numpy.asarray(m)``, ``memoryview(m)`` or ``torch.from_dlpack(m)``;
+    all of them share memory with the window.  ``.source`` is the producing rank,
+    ``.seq`` that producer's message count from 0.
+    """
+
+    cdef void _give_back(self) noexcept:
+        self.queue.outstanding -= 1
+        ring_return(&self.queue.ring, self.slot)
+
+    def __repr__(self):
+        return (f"<rdq.Message source={self.source} seq={self.seq} shape={self.shape} "
+                f"dtype={self.dtype} of {self.queue.name}>")
+
+
+cdef class Batch(_SlotView):
+    """k messages as one (k, *shape) array, exported like a Message.
+
+    Zero-copy when the k slots are consecutive in the window (always, when
+    only batches of k are taken and k divides the capacity); otherwise the
+    rows are copied once and the slots go back at once (counted in
+    ``stats()["batch_copies"]``).  ``.sources`` and ``.seqs`` say where each
+    row came from.
+    """
+
+    cdef void _give_back(self) noexcept:
+        cdef int64_t i
+        self.queue.outstanding -= self.pinned
+        for i in range(self.pinned):
+            ring_return(&self.queue.ring, self.first_slot + i)
+
+    @property
+    def copied(self):
+        """True when the rows had to be copied (their slots were not consecutive)."""
+        return self.pinned == 0
+
+    def __len__(self):
+        return self.c_shape[0]
+
+    def __repr__(self):
+        return (f"<rdq.Batch of {len(self)} shape={self.shape} dtype={self.dtype} "
+                f"{'copied' if self.copied else 'zero-copy'} of {self.queue.name}>")

@@ -82,7 +82,7 @@ cdef class Queue:
         self.freed = True   # until __init__ has built the window
 
     def __init__(self, comm, owner=0, capacity=1024, shape=None, dtype=None, *,
-                 slot_bytes=None, producers=None, name=None, transport=None):
+                 slot_bytes=None, producers=None, sample=None, name=None, transport=None):
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
             raise TypeError(f"rdq.Queue needs an mpi4py intracommunicator, got {comm!r}")
         size = comm.Get_size()
@@ -102,6 +102,9 @@ cdef class Queue:
             self.shape = None
             self.dtype = None
             self.slot_bytes = slot_bytes
+            self.itemsize = 1
+            self.format = b"B"
+            self.dl_code, self.dl_bits = kDLUInt, 8
         else:
             if shape is None or dtype is None:
                 raise ValueError(f"{where}: a typed queue needs shape and dtype; a raw-bytes queue needs slot_bytes")
@@ -123,6 +126,8 @@ cdef class Queue:
         producers = tuple(sorted(set(int(p) for p in producers)))
         if not producers or min(producers) < 0 or max(producers) >= size:
             raise ValueError(f"{where}: producers must be a non-empty list of ranks in 0..{size - 1}")
+        if sample is not None and not callable(sample):
+            raise TypeError(f"{where}: sample must be a callable x -> bool (see rdq.sampling), got {sample!r}")
         if transport is None:
             transport = os.environ.get("RDQ_TRANSPORT") or "auto"
         if transport not in _TRANSPORTS:
@@ -158,6 +163,7 @@ cdef class Queue:
         self.capacity = capacity
         self.producers = producers
         self.is_producer = self.rank in producers
+        self.sample = sample
         self.format_ok = {}
         if self.dtype is not None:
             self._init_layout()
@@ -300,6 +306,12 @@ cdef class Queue:
             self.bytes_put += nbytes
         return sent
 
+    cdef bint _sampled(self, x) except -1:
+        if self.sample(x):
+            return True
+        self.sampled_out += 1
+        return False
+
     cdef int _check_put(self, str call) except -1:
         self._check_usable(call)
         if not self.is_producer:
@@ -319,7 +331,8 @@ cdef class Queue:
         return ok
 
     def put(self, x, block=True, timeout=None):
-        """Copy x into the owner's window; returns True once sent.
+        """Copy x into the owner's window; returns True once sent, False when
+        the queue's sampling policy left it out.
 
         x is a C-contiguous buffer-protocol or DLPack (CPU) object matching the
         queue's shape and dtype, or, for a raw-bytes queue, any contiguous
@@ -339,6 +352,8 @@ cdef class Queue:
                                  f"(numpy.ascontiguousarray(x) makes one): {exc}") from None
             try:
                 self._check_view(&view, x)
+                if self.sample is not None and not self._sampled(x):
+                    return False
                 self._enter("put()")
                 try:
                     sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
@@ -349,6 +364,8 @@ cdef class Queue:
         elif hasattr(x, "__dlpack__"):
             dl = _DLPackInput(x)
             _check_dlpack(self, dl)
+            if self.sample is not None and not self._sampled(x):
+                return False
             self._enter("put()")
             try:
                 sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
@@ -396,50 +413,143 @@ cdef class Queue:
 
     # --- consumer side ---------------------------------------------------
 
+    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *count) except -1:
+        cdef int rc
+        cdef bint waited = False
+        self._check_usable(call)
+        if self.rank != self.owner:
+            raise RDQError(f"rank {self.rank}: {call} on queue {self.name!r}: only its owner, rank "
+                           f"{self.owner}, can get")
+        if self.end_of_stream:
+            raise Closed(f"{self._where()}: {call} after end of stream")
+        self._enter(call)
+        try:
+            with nogil:
+                rc = ring_get(&self.ring, k, timeout, &waited, count)
+        finally:
+            self.busy = False
+        if waited:
+            self.empty_waits += 1
+        if rc == 0:
+            raise Empty(f"{self._where()}: {'no message' if k == 1 else f'fewer than {k} messages'}" +
+                        ("" if timeout == 0 else f" within {timeout} s"))
+        if rc == 2:
+            self.end_of_stream = True
+            raise Closed(f"{self._where()}: end of stream (all {self.ring.nproducers} producers closed)")
+        return 0
+
     def get(self, block=True, timeout=None):
         """Next message (owner only), as a zero-copy rdq.Message.
 
         Raises rdq.Empty when block=False or the timeout passes first, and
         rdq.Closed at end of stream (every producer closed, all delivered).
         """
-        cdef double c_timeout = _as_timeout(block, timeout, "get")
-        cdef int rc
-        cdef bint waited = False
-        cdef Message msg
         cdef Ring *r = &self.ring
-        self._check_usable("get()")
-        if self.rank != self.owner:
-            raise RDQError(f"rank {self.rank}: get() on queue {self.name!r}: only its owner, rank "
-                           f"{self.owner}, can get")
-        if self.end_of_stream:
-            raise Closed(f"{self._where()}: get() after end of stream")
-        self._enter("get()")
-        try:
-            with nogil:
-                rc = ring_get(r, c_timeout, &waited)
-        finally:
-            self.busy = False
-        if waited:
-            self.empty_waits += 1
-        if rc == 0:
-            raise Empty(f"{self._where()}: no message" + ("" if c_timeout == 0 else f" within {c_timeout} s"))
-        if rc == 2:
-            self.end_of_stream = True
-            raise Closed(f"{self._where()}: end of stream (all {r.nproducers} producers closed)")
+        cdef int64_t count, t
+        cdef int64_t *meta
+        cdef Message msg
+        self._wait_messages("get()", 1, _as_timeout(block, timeout, "get"), &count)
+        t = r.next_ticket
+        r.next_ticket += 1
+        meta = <int64_t *>(r.base + meta_off(r, t))
         msg = Message.__new__(Message)
         msg.queue = self
-        ticket = r.next_ticket - 1
-        meta = <int64_t *>(r.base + meta_off(r, ticket))
-        msg.slot = (<int64_t *>(r.base + free_off(r, ticket)))[0]
+        msg.slot = (<int64_t *>(r.base + free_off(r, t)))[0]
+        msg.data = slot_ptr(r, msg.slot)
         msg.nbytes = meta[1]
-        msg.raw_shape[0] = msg.nbytes
         msg.source = <int>meta[2]
         msg.seq = meta[3]
-        msg.data = slot_ptr(r, msg.slot)
+        if self.dtype is None:
+            msg.ndim = 1
+            msg.raw_dims[0] = msg.nbytes
+            msg.raw_dims[1] = 1
+            msg.c_shape = msg.raw_dims
+            msg.c_strides = msg.raw_dims + 1
+        else:
+            msg.ndim = self.ndim
+            msg.c_shape = self.c_shape
+            msg.c_strides = self.c_strides
         self.outstanding += 1
         self.n_gets += 1
         self.bytes_got += msg.nbytes
         return msg
+
+    def get_batch(self, k, block=True, timeout=None):
+        """The next k messages (owner only) as one rdq.Batch of shape (k, *shape).
+
+        Zero-copy when their slots are consecutive in the window, which is always
+        the case when the owner takes only batches of k and k divides the
+        capacity; otherwise the rows are copied once (stats()["batch_copies"]).
+        At end of stream the last batch may be shorter; after it, rdq.Closed.
+        Raw-bytes queues batch messages of one size only (ValueError otherwise,
+        and the messages stay queued for get()).
+        """
+        cdef Ring *r = &self.ring
+        cdef int64_t count, t, i, nb, first, row_bytes
+        cdef int64_t *meta
+        cdef bint contiguous = True
+        cdef Batch batch
+        cdef int ndim_row = 1 if self.dtype is None else self.ndim
+        if not isinstance(k, int) or k < 1 or k > self.capacity:
+            raise ValueError(f"{self._where()}: get_batch(k) needs 1 <= k <= capacity ({self.capacity}), got {k!r}")
+        if k > self.capacity - self.outstanding:
+            raise ValueError(f"{self._where()}: get_batch({k}) would wait forever: {self.outstanding} of "
+                             f"{self.capacity} slots are held by unreleased messages or views")
+        self._wait_messages("get_batch()", k, _as_timeout(block, timeout, "get_batch"), &count)
+        t = r.next_ticket
+        nb = (<int64_t *>(r.base + meta_off(r, t)))[1]
+        first = (<int64_t *>(r.base + free_off(r, t)))[0]
+        sources = np.empty(count, np.int32)
+        seqs = np.empty(count, np.int64)
+        cdef int32_t[::1] src_view = sources
+        cdef int64_t[::1] seq_view = seqs
+        for i in range(count):
+            meta = <int64_t *>(r.base + meta_off(r, t + i))
+            if meta[1] != nb:
+                raise ValueError(f"{self._where()}: get_batch() on raw messages of different sizes "
+                                 f"({nb} and {meta[1]} bytes); they stay queued: take them with get()")
+            src_view[i] = <int32_t>meta[2]
+            seq_view[i] = meta[3]
+            contiguous = contiguous and (<int64_t *>(r.base + free_off(r, t + i)))[0] == first + i
+        batch = Batch.__new__(Batch)
+        batch.queue = self
+        batch.sources = sources
+        batch.seqs = seqs
+        batch.ndim = ndim_row + 1
+        batch.own_dims = <Py_ssize_t *>PyMem_Malloc(2 * batch.ndim * sizeof(Py_ssize_t))
+        if batch.own_dims == NULL:
+            raise MemoryError()
+        batch.c_shape = batch.own_dims
+        batch.c_strides = batch.own_dims + batch.ndim
+        batch.c_shape[0] = count
+        if self.dtype is None:
+            batch.c_shape[1] = nb
+            batch.c_strides[1] = 1
+        else:
+            for i in range(self.ndim):
+                batch.c_shape[i + 1] = self.c_shape[i]
+                batch.c_strides[i + 1] = self.c_strides[i]
+        batch.nbytes = count * nb
+        if contiguous:
+            row_bytes = r.slot_bytes
+            batch.data = slot_ptr(r, first)
+            batch.first_slot = first
+            batch.pinned = count
+            self.outstanding += count
+        else:
+            row_bytes = nb
+            batch.rows = np.empty(count * nb, np.uint8)
+            batch.data = <char *><size_t>batch.rows.ctypes.data
+            for i in range(count):
+                slot = (<int64_t *>(r.base + free_off(r, t + i)))[0]
+                memcpy(batch.data + i * nb, slot_ptr(r, slot), <size_t>nb)
+                ring_return(r, slot)
+            self.batch_copies += 1
+        batch.c_strides[0] = row_bytes
+        r.next_ticket += count
+        self.n_gets += count
+        self.bytes_got += count * nb
+        return batch
 
     def __iter__(self):
         return self
@@ -460,7 +570,7 @@ cdef class Queue:
             "puts": self.n_puts, "gets": self.n_gets,
             "bytes_put": self.bytes_put, "bytes_got": self.bytes_got,
             "full_waits": self.full_waits, "empty_waits": self.empty_waits,
-            "sampled_out": 0, "batch_copies": 0,
+            "sampled_out": self.sampled_out, "batch_copies": self.batch_copies,
             "outstanding": self.outstanding, "live_exports": self.exports,
         }
 

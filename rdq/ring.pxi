@@ -170,30 +170,48 @@ cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint
     return 1
 
 
-cdef int ring_get(Ring *r, double timeout, bint *waited) except -1 nogil:
-    """Wait for the next ticket (owner only). Returns 1 when it is ready, 0 when
-    none came in time, 2 at end of stream."""
-    cdef int64_t t = r.next_ticket, ready, closed, tail, round = 0
-    cdef double deadline = 0
-    ring_publish_head(r)
+cdef int ring_wait_ready(Ring *r, int64_t t, double timeout, double *deadline, bint *waited) except -1 nogil:
+    """Wait until ticket t is published (owner only). Returns 1 when it is, 0 when
+    the deadline passed first, 2 when it never will be (every producer closed)."""
+    cdef int64_t ready, closed, tail, round = 0
     while True:
         ring_read(r, meta_off(r, t) + META_READY, &ready)
         if ready == t + 1:
-            break
+            return 1
         # closed first: once every producer has closed, tail is final
         ring_read(r, OFF_CLOSED, &closed)
         if closed >= r.nproducers:
             ring_read(r, OFF_TAIL, &tail)
-            if tail == t:
+            if tail <= t:
                 return 2
         waited[0] = True
-        if past_deadline(timeout, &deadline):
+        if past_deadline(timeout, deadline):
             return 0
         ring_wait(r, round)
         round += 1
+
+
+cdef int ring_get(Ring *r, int64_t k, double timeout, bint *waited, int64_t *count) except -1 nogil:
+    """Wait for the next k tickets (owner only); does not deliver them yet.
+    Returns 1 with count = k, or fewer when the stream ended after them; 0 when
+    not all k came in time (nothing consumed); 2 at end of stream."""
+    cdef double deadline = 0
+    cdef int64_t i
+    cdef int rc = 1
+    ring_publish_head(r)
+    for i in range(k):
+        rc = ring_wait_ready(r, r.next_ticket + i, timeout, &deadline, waited)
+        if rc != 1:
+            break
+    else:
+        i = k
+    if rc == 0:
+        return 0
+    if i == 0:
+        return 2
     if not r.shm:
         CHKERR(MPI_Win_sync(r.win))   # the payload written by MPI_Put is visible to loads
-    r.next_ticket = t + 1
+    count[0] = i
     return 1
 
 
