@@ -441,6 +441,95 @@ def scenario_torch_views(argv):
     print(f"rank {rank}: ok", flush=True)
 
 
+def check_batch(rows, sources, seqs, next_seq):
+    for row, src, seq in zip(rows, sources.tolist(), seqs.tolist()):
+        check_typed(row, src, seq)
+        check(seq == next_seq.get(src, 0), f"order from {src}: {seq}")
+        next_seq[src] = seq + 1
+
+
+def scenario_batches(argv):
+    """Zero-copy batches from many producers; one batch held across many wrap-arounds."""
+    k, count = 4, 300
+    owner = size - 1
+    producers = [r for r in range(size) if r != owner] or [owner]
+    if size == 1:
+        count = 2 * k                           # a lone owner-producer cannot put more than fits
+    q = rdq.Queue(comm, owner=owner, capacity=4 * k, shape=TYPED_SHAPE, dtype=np.int64, producers=producers)
+    if rank in producers and rank != owner:
+        for seq in range(count):
+            q.put(typed_payload(rank, seq))
+        q.close()
+    if rank == owner:
+        if rank in producers:
+            for seq in range(count):
+                q.put(typed_payload(rank, seq))
+            q.close()
+        next_seq, held, received = {}, None, 0
+        while True:
+            try:
+                b = q.get_batch(k)
+            except rdq.Closed:
+                break
+            rows = np.asarray(b)
+            check_batch(rows, b.sources, b.seqs, next_seq)
+            received += len(b)
+            if held is None:
+                held = (rows, rows.copy())      # pinned while the other slots cycle
+            del rows
+            b.release()
+            say(f"consumer: {received} received")
+        check(received == count * len(producers), f"received {received}")
+        check(np.array_equal(*held), "a held batch was overwritten")
+        check(q.stats()["batch_copies"] == 0, f"batches were copied: {q.stats()}")
+        del held
+    q.free()
+    print(f"rank {rank}: ok", flush=True)
+
+
+def scenario_trainers(argv):
+    """Producers feed two data-parallel trainers through a QueueGroup; the trainers all-reduce with gloo."""
+    import socket
+
+    import torch
+    import torch.distributed as dist
+    count = 200
+    trainers = [size - 2, size - 1]
+    roles = rdq.Roles(comm, "train" if rank in trainers else "sim")
+    check(roles.ranks("train") == trainers, f"roles {roles.names}")
+    group = rdq.QueueGroup(comm, owners=trainers, capacity=8, shape=TYPED_SHAPE, dtype=np.int64,
+                           producers=roles.ranks("sim"), name="feed")
+    if roles.role == "sim":
+        for seq in range(count):
+            group.put(typed_payload(rank, seq))
+        group.close()
+    else:
+        got = {}
+        for m in group:
+            with m:
+                a = np.asarray(m).copy()
+                check_typed(a, m.source, int(a[0, 1]))   # seq in the payload counts over both queues
+                check(m.seq == got.get(m.source, 0), f"order from {m.source}")
+                got[m.source] = m.seq + 1
+        say(f"trainer: end of stream after {sum(got.values())}")
+        port = None
+        if roles.comm.Get_rank() == 0:
+            with socket.socket() as sock:      # a free port on loopback for the gloo rendezvous
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+        port = roles.comm.bcast(port)
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
+                                rank=roles.comm.Get_rank(), world_size=roles.comm.Get_size())
+        total = torch.tensor([sum(got.values())])
+        dist.all_reduce(total)
+        dist.destroy_process_group()
+        check(total.item() == count * len(roles.ranks("sim")), f"all-reduced total {total.item()}")
+        check(min(got.values()) > 0, f"a trainer missed a producer: {got}")
+    group.free()
+    roles.free()
+    print(f"rank {rank}: ok ({roles.role})", flush=True)
+
+
 if __name__ == "__main__":
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
     name = sys.argv[1]

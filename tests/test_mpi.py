@@ -75,3 +75,14 @@ def test_many_queues_different_owners(n, transport_env):
 def test_torch_views_pin_slots(n, transport_env):
     pytest.importorskip("torch")
     run_scenario("torch_views", n, env=transport_env)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4])
+def test_zero_copy_batches_many_producers(n, transport_env):
+    run_scenario("batches", n, env=transport_env)
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_two_trainers_with_gloo(n, transport_env):
+    pytest.importorskip("torch")
+    run_scenario("trainers", n, env=transport_env)
