@@ -44,26 +44,34 @@ class ScenarioFailed(AssertionError):
     pass
 
 
+def launch(cmd, timeout, env=None):
+    """Run a command line (mpiexec ...) in a process group of its own.
+
+    Returns (output, None) on success, or (output, what went wrong).  On
+    timeout every process of the group is asked for its Python stack (SIGUSR1,
+    for those that registered faulthandler), then the whole group is killed.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=mpi_env(env), start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return out, (None if proc.returncode == 0 else f"exit code {proc.returncode}")
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGUSR1)
+        try:
+            out, _ = proc.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        return out, f"TIMEOUT after {timeout} s (process group killed)"
+
+
 def run_scenario(name, n, *args, timeout=90, env=None):
     """Run `scenarios.py name args...` on n ranks; raise ScenarioFailed with every rank's last words."""
     with tempfile.TemporaryDirectory(prefix="rdq-scenario-") as logdir:
         # `python -m mpi4py` aborts the whole job when any rank raises, instead of leaving the others hanging
         cmd = mpiexec_command(n) + [sys.executable, "-m", "mpi4py", str(SCENARIOS), name, *map(str, args)]
-        run_env = mpi_env(env)
-        run_env["RDQ_TEST_LOGDIR"] = logdir
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=run_env, start_new_session=True)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            verdict = None if proc.returncode == 0 else f"exit code {proc.returncode}"
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGUSR1)   # every rank prints its Python stack ...
-            try:
-                out, _ = proc.communicate(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)   # ... then the whole group goes
-                out, _ = proc.communicate()
-            verdict = f"TIMEOUT after {timeout} s (process group killed)"
+        out, verdict = launch(cmd, timeout, {**(env or {}), "RDQ_TEST_LOGDIR": logdir})
         if verdict is None:
             return out
         last_words = []
