@@ -67,8 +67,6 @@ cdef class Queue:
     cdef int64_t outstanding  # messages delivered and not yet returned
     cdef int64_t exports      # live buffer/DLPack exports of those messages
 
-    # C-level API: callable without the GIL from Cython simulations
-    cdef int c_put(self, const void *data, int64_t nbytes, double timeout) except -1 nogil
     cdef int c_close(self) except -1 nogil
 
     cdef _init_layout(self)

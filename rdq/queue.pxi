@@ -7,10 +7,10 @@ import os
 import numpy as np
 
 _UINT8 = np.dtype(np.uint8)
-cdef Py_ssize_t _ONE = 1
 _queue_numbers = itertools.count()   # same on every rank when queues are made in the same order
 _TRANSPORTS = ("auto", "shm", "rma")
-DEF SMALL_PUT = 65536
+cdef enum:
+    SMALL_PUT = 65536   # bytes; smaller puts first try without releasing the GIL
 
 
 cdef double _as_timeout(block, timeout, str what) except? -2:
@@ -274,17 +274,6 @@ cdef class Queue:
         return 0
 
     # --- producer side ---------------------------------------------------
-
-    cdef int c_put(self, const void *data, int64_t nbytes, double timeout) except -1 nogil:
-        """Copy nbytes at data into the next slot; 1 when sent, 0 when full until timeout."""
-        cdef bint waited = False
-        cdef int sent = ring_put(&self.ring, <const char *>data, nbytes, timeout, &waited)
-        if waited:
-            self.full_waits += 1
-        if sent:
-            self.n_puts += 1
-            self.bytes_put += nbytes
-        return sent
 
     cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1:
         cdef bint waited = False

@@ -500,6 +500,9 @@ def scenario_trainers(argv):
     group = rdq.QueueGroup(comm, owners=trainers, capacity=8, shape=TYPED_SHAPE, dtype=np.int64,
                            producers=roles.ranks("sim"), name="feed")
     if roles.role == "sim":
+        from rdq.torch import QueueDataset
+        expect_error(rdq.RDQError, lambda: QueueDataset(group.queues[0]), f"rank {rank}", "only its owner")
+        expect_error(rdq.RDQError, group.get, f"rank {rank}", "owns none")
         for seq in range(count):
             group.put(typed_payload(rank, seq))
         group.close()
