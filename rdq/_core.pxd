@@ -1,5 +1,5 @@
 # Declarations of rdq's extension types, so that other Cython code can `cimport rdq`.
-from libc.stdint cimport int64_t, uint8_t
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from mpi4py.libmpi cimport MPI_Aint, MPI_Comm, MPI_Win
 
 
@@ -52,7 +52,8 @@ cdef class Queue:
     cdef bint closed
     cdef bint freed
     cdef bint end_of_stream
-    cdef bint busy            # a put or get of this rank is in progress (GIL released inside)
+    cdef int64_t busy         # 1 while a put or get of this rank is in progress (atomic)
+    cdef char kind            # dtype.kind of a typed queue ('f', 'i', 'u', 'b', 'c'); 'u' for raw bytes
     # typed-queue layout, exported by messages through the buffer protocol and DLPack
     cdef int ndim
     cdef Py_ssize_t *c_shape
@@ -67,19 +68,26 @@ cdef class Queue:
     cdef int64_t outstanding  # messages delivered and not yet returned
     cdef int64_t exports      # live buffer/DLPack exports of those messages
 
-    cdef int c_close(self) except -1 nogil
+    # C-level API for Cython simulations: callable without the GIL (see README, "Cython API").
+    # Returns 1 when sent, 0 when no slot freed up within timeout (< 0: wait forever, 0: do not wait).
+    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout) except -1 nogil
+    cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
+                       const Py_ssize_t *shape, double timeout) except -1 nogil
+    cdef int close_nogil(self) except -1 nogil
 
     cdef _init_layout(self)
     cdef _create_window(self, comm, str transport, MPI_Aint free_off, MPI_Aint payload_off, int64_t total)
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
-    cdef int _enter(self, str call) except -1
+    cdef int _enter(self, const char *call) except -1 nogil
+    cdef void _leave(self) noexcept nogil
     cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *count) except -1
     cdef int _check_put(self, str call) except -1
     cdef bint _sampled(self, x) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1
     cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1
+    cdef void _count_put(self, int sent, bint waited, int64_t nbytes) noexcept nogil
 
 
 cdef class _SlotView:
@@ -114,3 +122,57 @@ cdef class Batch(_SlotView):
     cdef object rows                  # the copied rows, when not zero-copy
     cdef readonly object sources
     cdef readonly object seqs
+
+
+# Typed puts from Cython memoryviews, checked against the queue's dtype and shape:
+#     cdef double[:, ::1] u = ...
+#     with nogil:
+#         rdq.put_2d(q, u, -1)
+ctypedef fused rdq_number:
+    float
+    double
+    int8_t
+    int16_t
+    int32_t
+    int64_t
+    uint8_t
+    uint16_t
+    uint32_t
+    uint64_t
+
+
+cdef inline char rdq_kind(rdq_number *p) noexcept nogil:
+    """numpy's dtype.kind of the element type (chosen at compile time)."""
+    cdef char kind = b'u'
+    if rdq_number is float or rdq_number is double:
+        kind = b'f'
+    elif rdq_number is int8_t or rdq_number is int16_t or rdq_number is int32_t or rdq_number is int64_t:
+        kind = b'i'
+    return kind
+
+
+cdef inline int put_1d(Queue q, const rdq_number[::1] a, double timeout) except -1 nogil:
+    rdq_check_queue(q)
+    return q.put_typed(&a[0] if a.shape[0] else NULL, rdq_kind(<rdq_number *>NULL), sizeof(rdq_number),
+                       1, a.shape, timeout)
+
+
+cdef inline int put_2d(Queue q, const rdq_number[:, ::1] a, double timeout) except -1 nogil:
+    rdq_check_queue(q)
+    return q.put_typed(&a[0, 0] if a.shape[0] and a.shape[1] else NULL, rdq_kind(<rdq_number *>NULL),
+                       sizeof(rdq_number), 2, a.shape, timeout)
+
+
+cdef inline int put_3d(Queue q, const rdq_number[:, :, ::1] a, double timeout) except -1 nogil:
+    rdq_check_queue(q)
+    return q.put_typed(&a[0, 0, 0] if a.shape[0] and a.shape[1] and a.shape[2] else NULL,
+                       rdq_kind(<rdq_number *>NULL), sizeof(rdq_number), 3, a.shape, timeout)
+
+
+cdef inline int rdq_check_queue(Queue q) except -1 nogil:
+    # A rank outside the queue's communicator has no queue object: say so instead of crashing.
+    if q is None:
+        with gil:
+            from rdq.errors import RDQError
+            raise RDQError("rdq put on None: this rank has no queue (is it outside the queue's communicator?)")
+    return 0

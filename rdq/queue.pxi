@@ -105,6 +105,7 @@ cdef class Queue:
             self.itemsize = 1
             self.format = b"B"
             self.dl_code, self.dl_bits = kDLUInt, 8
+            self.kind = b'u'
         else:
             if shape is None or dtype is None:
                 raise ValueError(f"{where}: a typed queue needs shape and dtype; a raw-bytes queue needs slot_bytes")
@@ -120,6 +121,7 @@ cdef class Queue:
                 raise TypeError(f"{where}: {exc}") from None
             self.shape = shape
             self.dtype = dt
+            self.kind = ord(dt.kind)
             self.slot_bytes = math.prod(shape) * dt.itemsize
         if producers is None:
             producers = range(size)
@@ -264,36 +266,90 @@ cdef class Queue:
             raise Closed(f"rank {self.rank}: {call} on queue {self.name!r}, which was freed")
         return 0
 
-    cdef int _enter(self, str call) except -1:
+    cdef int _enter(self, const char *call) except -1 nogil:
         # put and get release the GIL; a second thread of this rank must not
         # interleave with them (their per-rank state is not shared-safe).
-        if self.busy:
-            raise RDQError(f"{self._where()}: {call} while another thread of this rank is inside put() or "
-                           f"get() on this queue; use one thread per queue and rank")
-        self.busy = True
+        if rdq_cas(&self.busy, 0, 1) != 0:
+            with gil:
+                raise RDQError(f"{self._where()}: {call.decode()} while another thread of this rank is inside "
+                               f"a put or get on this queue; use one thread per queue and rank")
         return 0
+
+    cdef void _leave(self) noexcept nogil:
+        rdq_store_release(&self.busy, 0)
 
     # --- producer side ---------------------------------------------------
 
-    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1:
-        cdef bint waited = False
-        cdef int sent = 0
-        if self.ring.shm and nbytes <= SMALL_PUT:
-            # No MPI call and no wait on this try: for a small message it is
-            # cheaper than the GIL hand-over around it.
-            sent = ring_put(&self.ring, data, nbytes, 0, &waited)
-            if not sent and timeout != 0:
-                with nogil:
-                    sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
-        else:
-            with nogil:
-                sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
+    cdef void _count_put(self, int sent, bint waited, int64_t nbytes) noexcept nogil:
         if waited:
             self.full_waits += 1
         if sent:
             self.n_puts += 1
             self.bytes_put += nbytes
+
+    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1:
+        cdef bint waited = False
+        cdef int sent = 0
+        self._enter("put()")
+        try:
+            if self.ring.shm and nbytes <= SMALL_PUT:
+                # No MPI call and no wait on this try: for a small message it is
+                # cheaper than the GIL hand-over around it.
+                sent = ring_put(&self.ring, data, nbytes, 0, &waited)
+                if not sent and timeout != 0:
+                    with nogil:
+                        sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
+            else:
+                with nogil:
+                    sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
+        finally:
+            self._leave()
+        self._count_put(sent, waited, nbytes)
         return sent
+
+    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout) except -1 nogil:
+        """Copy nbytes at data into the next slot, without the GIL. The queue's
+        sampling policy, a Python callable, is not applied here."""
+        cdef bint waited = False
+        cdef int sent
+        if self.freed or self.closed or not self.is_producer:
+            with gil:
+                self._check_put("put_nogil()")
+        if data == NULL or nbytes < 0:
+            with gil:
+                raise ValueError(f"{self._where()}: put_nogil() got a NULL pointer or a negative size")
+        if nbytes > self.slot_bytes or (self.dtype is not None and nbytes != self.slot_bytes):
+            with gil:
+                raise ValueError(f"{self._where()}: put_nogil() of {nbytes} bytes; this queue's messages are "
+                                 f"{'up to ' if self.dtype is None else ''}{self.slot_bytes} bytes")
+        if timeout != timeout:
+            with gil:
+                raise ValueError(f"{self._where()}: put_nogil() timeout is NaN")
+        self._enter("put_nogil()")
+        try:
+            sent = ring_put(&self.ring, <const char *>data, nbytes, -1.0 if timeout < 0 else timeout, &waited)
+        finally:
+            self._leave()
+        self._count_put(sent, waited, nbytes)
+        return sent
+
+    cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
+                       const Py_ssize_t *shape, double timeout) except -1 nogil:
+        """put_nogil of an array: its element kind, size and shape must match a typed queue."""
+        cdef Py_ssize_t nbytes = itemsize
+        cdef int i
+        for i in range(ndim):
+            nbytes *= shape[i]
+        if self.dtype is not None:
+            if kind != self.kind or itemsize != self.itemsize:
+                with gil:
+                    raise TypeError(f"{self._where()}: expected dtype {self.dtype}, got a "
+                                    f"{itemsize}-byte {chr(kind)!r}-kind array")
+            if ndim != self.ndim or memcmp(shape, self.c_shape, ndim * sizeof(Py_ssize_t)) != 0:
+                with gil:
+                    raise ValueError(f"{self._where()}: expected shape {self.shape}, got "
+                                     f"{tuple(shape[i] for i in range(ndim))}")
+        return self.put_nogil(data, nbytes, timeout)
 
     cdef bint _sampled(self, x) except -1:
         if self.sample(x):
@@ -343,11 +399,7 @@ cdef class Queue:
                 self._check_view(&view, x)
                 if self.sample is not None and not self._sampled(x):
                     return False
-                self._enter("put()")
-                try:
-                    sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
-                finally:
-                    self.busy = False
+                sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
             finally:
                 PyBuffer_Release(&view)
         elif hasattr(x, "__dlpack__"):
@@ -355,11 +407,7 @@ cdef class Queue:
             _check_dlpack(self, dl)
             if self.sample is not None and not self._sampled(x):
                 return False
-            self._enter("put()")
-            try:
-                sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
-            finally:
-                self.busy = False
+            sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
         else:
             raise TypeError(f"{self._where()}: put() needs a buffer-protocol or DLPack object, "
                             f"got {type(x).__name__}")
@@ -387,7 +435,10 @@ cdef class Queue:
         got = tuple(view.shape[i] for i in range(view.ndim))
         raise ValueError(f"{self._where()}: expected shape {self.shape}, got {got}")
 
-    cdef int c_close(self) except -1 nogil:
+    cdef int close_nogil(self) except -1 nogil:
+        if self.freed:
+            with gil:
+                self._check_usable("close_nogil()")
         if self.is_producer and not self.closed:
             ring_add(&self.ring, OFF_CLOSED, 1)
             self.closed = True
@@ -398,7 +449,7 @@ cdef class Queue:
         Does nothing on a rank that is not a producer, or the second time."""
         self._check_usable("close()")
         with nogil:
-            self.c_close()
+            self.close_nogil()
 
     # --- consumer side ---------------------------------------------------
 
@@ -411,12 +462,12 @@ cdef class Queue:
                            f"{self.owner}, can get")
         if self.end_of_stream:
             raise Closed(f"{self._where()}: {call} after end of stream")
-        self._enter(call)
+        self._enter(call.encode())
         try:
             with nogil:
                 rc = ring_get(&self.ring, k, timeout, &waited, count)
         finally:
-            self.busy = False
+            self._leave()
         if waited:
             self.empty_waits += 1
         if rc == 0:

@@ -533,6 +533,33 @@ def scenario_trainers(argv):
     print(f"rank {rank}: ok ({roles.role})", flush=True)
 
 
+def scenario_cython(argv):
+    """Producers put from a nogil loop of a downstream extension that does `cimport rdq`."""
+    sys.path.insert(0, os.environ["RDQ_DOWNSTREAM_DIR"])
+    import rdq_downstream
+    count = 500
+    owner = size - 1
+    producers = [r for r in range(size) if r != owner] or [owner]
+    q = rdq.Queue(comm, owner=owner, capacity=8, shape=TYPED_SHAPE, dtype=np.int64, producers=producers)
+    if rank != owner or size == 1:
+        count = count if size > 1 else 8       # a lone owner-producer cannot put more than fits
+        check(rdq_downstream.put_fields(q, count, rank) == count, "not all sent")
+        expect_error(rdq.Closed, lambda: rdq_downstream.put_fields(q, 1, rank), f"rank {rank}", "after close()")
+    else:
+        q.close()
+    if rank == owner:
+        got = {}
+        for m in q:
+            with m:
+                check_typed(np.asarray(m).copy(), m.source, m.seq)
+                check(m.seq == got.get(m.source, 0), "order")
+                got[m.source] = m.seq + 1
+        check(got == {p: count for p in producers}, f"got {got}")
+    q.free()
+    expect_error(rdq.Closed, lambda: rdq_downstream.put_fields(q, 1, rank), "freed")
+    print(f"rank {rank}: ok", flush=True)
+
+
 if __name__ == "__main__":
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
     name = sys.argv[1]

@@ -21,7 +21,7 @@ def random_field(rng, n):
     for _ in range(rng.integers(3, 9)):
         cy, cx = rng.uniform(0, n, size=2)
         width = rng.uniform(1.5, 4.0)
-        # distance on the torus, so that blobs wrap around the edges
+        # distances on the torus, so that blobs wrap around the edges
         dy = np.abs(x - cy)[:, None]
         dx = np.abs(x - cx)[None, :]
         dy, dx = np.minimum(dy, n - dy), np.minimum(dx, n - dx)
@@ -30,6 +30,7 @@ def random_field(rng, n):
 
 
 def laplacian(u):
+    """Five-point Laplacian on the periodic grid."""
     return np.roll(u, 1, 0) + np.roll(u, -1, 0) + np.roll(u, 1, 1) + np.roll(u, -1, 1) - 4 * u
 
 
