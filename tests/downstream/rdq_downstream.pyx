@@ -59,14 +59,26 @@ def put_on_none(int64_t[::1] field):
         rdq.put_1d(<Queue>None, field, -1.0)
 
 
-def put_latencies(Queue q, const uint8_t[::1] message, Py_ssize_t count):
-    """Seconds each of count puts took, for bench/cython_put.py."""
+def put_many(Queue q, const uint8_t[::1] message, Py_ssize_t count):
+    """count back-to-back puts from a nogil loop (bench/cython_put.py)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(count):
+            q.put_nogil(&message[0], message.shape[0], -1.0)
+
+
+def put_latencies(Queue q, const uint8_t[::1] message, Py_ssize_t count, double step_seconds):
+    """Seconds each of count puts took, each after a simulated compute step of
+    step_seconds (bench/cython_put.py)."""
     latencies = np.empty(count, np.float64)
     cdef double[::1] out = latencies
     cdef Py_ssize_t i
     cdef double t0
     with nogil:
         for i in range(count):
+            t0 = rdq.rdq_now()
+            while rdq.rdq_now() - t0 < step_seconds:
+                pass
             t0 = rdq.rdq_now()
             q.put_nogil(&message[0], message.shape[0], -1.0)
             out[i] = rdq.rdq_now() - t0
