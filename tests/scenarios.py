@@ -81,6 +81,17 @@ def check_raw(buf, nbytes, src, seq):
           f"torn raw message from {src} seq {seq}: {nbytes} bytes, header says {HEADER.size + n}")
 
 
+def drain_checked(q):
+    """Consume q to end of stream, checking payloads and per-producer order; {source: count}."""
+    got = {}
+    for m in q:
+        with m:
+            check_typed(np.asarray(m).copy(), m.source, m.seq)
+            check(m.seq == got.get(m.source, 0), f"order from {m.source}: {m.seq}")
+            got[m.source] = m.seq + 1
+    return got
+
+
 class Payloads:
     def __init__(self, kind, slot_bytes=256):
         self.kind, self.slot_bytes = kind, slot_bytes
@@ -218,12 +229,7 @@ def scenario_eos(argv):
     else:
         q.close()   # not a producer: does nothing
     if rank == owner:
-        got = {}
-        for m in q:
-            with m:
-                check_typed(np.asarray(m).copy(), m.source, m.seq)
-                check(m.seq == got.get(m.source, 0), "order")
-                got[m.source] = m.seq + 1
+        got = drain_checked(q)
         want = {r: c for r, c in counts.items() if c}
         check(got == want, f"got {got}, want {want}")
         for _ in range(2):
@@ -347,11 +353,7 @@ def scenario_bad_input(argv):
     raw.close()
     expect_error(rdq.Closed, put_good, f"rank {rank}", "after close()")
     if rank == owner:
-        got = {}
-        for m in q:
-            with m:
-                check_typed(np.asarray(m).copy(), m.source, m.seq)
-                got[m.source] = got.get(m.source, 0) + 1
+        got = drain_checked(q)
         check(got == {r: 3 for r in range(size)}, f"good messages: {got}")
         raws = sorted(bytes(m) for m in raw)
         check(raws == sorted([b"abc", b"hello world"] * size), f"raw messages {raws}")
@@ -395,12 +397,7 @@ def scenario_many_queues(argv):
         for seq in range(count):
             q.put(typed_payload(rank, seq))
         q.close()
-    got = {}
-    for m in queues[rank]:
-        with m:
-            check_typed(np.asarray(m).copy(), m.source, m.seq)
-            check(m.seq == got.get(m.source, 0), "order")
-            got[m.source] = m.seq + 1
+    got = drain_checked(queues[rank])
     check(got == {r: count for r in range(size)}, f"got {got}")
     for q in queues:
         q.free()
@@ -548,12 +545,7 @@ def scenario_cython(argv):
     else:
         q.close()
     if rank == owner:
-        got = {}
-        for m in q:
-            with m:
-                check_typed(np.asarray(m).copy(), m.source, m.seq)
-                check(m.seq == got.get(m.source, 0), "order")
-                got[m.source] = m.seq + 1
+        got = drain_checked(q)
         check(got == {p: count for p in producers}, f"got {got}")
     q.free()
     expect_error(rdq.Closed, lambda: rdq_downstream.put_fields(q, 1, rank), "freed")
