@@ -51,6 +51,16 @@ def test_slow_consumer(transport_env):
                  env=transport_env)
 
 
+@pytest.mark.parametrize("capacity", [1, 7, 4096])
+def test_stress_seven_producers_random_sizes(capacity, transport_env):
+    """The short form of the soak: 7 ranks on 2 cores, random sizes, random release order, held
+    views, a consumer that naps at random; everything checked."""
+    hold, window = (0, 1) if capacity == 1 else (2, min(4, capacity - 2))
+    out = run_scenario("stream", 7, "--kind", "raw", "--seconds", 3, "--capacity", capacity, "--hold", hold,
+                       "--window", window, "--slow-consumer", 0.005, timeout=120, env=transport_env)
+    assert "exactly once, in order, intact" in out
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_end_of_stream_slow_producer(n, transport_env):
     run_scenario("eos", n, env=transport_env)
