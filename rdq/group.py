@@ -68,8 +68,9 @@ class QueueGroup:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.free()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:   # as Queue: no collective teardown on the way out of an exception
+            self.free()
 
 
 class Roles:

@@ -637,5 +637,8 @@ cdef class Queue:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.free()
+    def __exit__(self, exc_type, exc, tb):
+        # free() is collective: on the way out of an exception the other ranks
+        # are not there to meet it, so leave the window to MPI_Abort/Finalize.
+        if exc_type is None:
+            self.free()

@@ -566,6 +566,26 @@ def scenario_cython(argv):
     print(f"rank {rank}: ok", flush=True)
 
 
+def scenario_fail(argv):
+    """A rank raises mid-stream; `python -m mpi4py` must end the whole job (the test expects failure)."""
+    who = argv[0]                              # "producer" or "consumer"
+    owner = size - 1
+    with rdq.Queue(comm, owner=owner, capacity=2, shape=TYPED_SHAPE, dtype=np.int64) as q:
+        if rank != owner:
+            for seq in range(10_000):
+                q.put(typed_payload(rank, seq))   # blocks on the full ring once the consumer is gone
+                if who == "producer" and rank == 0 and seq == 50:
+                    raise RuntimeError(f"producer rank {rank} failed on purpose")
+            q.close()
+        else:
+            q.close()
+            for n, m in enumerate(q):
+                m.release()
+                if who == "consumer" and n == 50:
+                    time.sleep(0.5)            # let the producers block on the full ring
+                    raise RuntimeError(f"consumer rank {rank} failed on purpose")
+
+
 if __name__ == "__main__":
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
     name = sys.argv[1]

@@ -1,0 +1,25 @@
+"""A failing rank ends the whole job promptly: nothing hangs.
+
+Programs run under `python -m mpi4py`, which calls MPI_Abort when any rank
+raises (README, "Failures").  The Queue's `with` block does not call the
+collective free() on the way out of an exception, which would otherwise wait
+for ranks that never come.
+"""
+import sys
+import time
+
+import pytest
+
+from mpirun import SCENARIOS, launch, mpiexec_command
+
+
+@pytest.mark.parametrize("who", ["producer", "consumer"])
+@pytest.mark.parametrize("transport", ["shm", "rma"])
+def test_exception_on_one_rank_aborts_the_job(who, transport):
+    cmd = mpiexec_command(3) + [sys.executable, "-m", "mpi4py", str(SCENARIOS), "fail", who]
+    t0 = time.monotonic()
+    out, failure = launch(cmd, timeout=60, env={"RDQ_TRANSPORT": transport})
+    assert failure is not None and "TIMEOUT" not in failure, f"{failure}\n{out[-3000:]}"
+    assert time.monotonic() - t0 < 30
+    rank = 0 if who == "producer" else 2
+    assert f"{who} rank {rank} failed on purpose" in out
