@@ -15,7 +15,7 @@ cdef extern from "rdq_sys.h" nogil:
 # What the owner's window holds and what each rank knows about it (see ring.pxi).
 ctypedef struct Ring:
     MPI_Win win
-    MPI_Comm comm             # private duplicate of the user's communicator
+    MPI_Comm comm             # the user's communicator (collectives at creation and free, progress)
     int owner
     int rank
     bint shm                  # base maps the owner's segment on this rank: load/store + CPU atomics

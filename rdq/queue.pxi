@@ -207,8 +207,9 @@ cdef class Queue:
         r.payload_off = payload_off
         r.nproducers = len(self.producers)
         with nogil:
-            CHKERR(MPI_Comm_dup(user_comm, &r.comm))
-            CHKERR(MPI_Comm_set_errhandler(r.comm, MPI_ERRORS_RETURN))
+            # The user's communicator, not a duplicate: MPI has a few thousand context ids per
+            # process, and the window already takes one.  It must outlive the queue.
+            r.comm = user_comm
             CHKERR(MPI_Comm_split_type(r.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node))
             CHKERR(MPI_Comm_size(node, &node_size))
             CHKERR(MPI_Comm_free(&node))
@@ -631,7 +632,6 @@ cdef class Queue:
         with nogil:
             CHKERR(MPI_Win_unlock_all(r.win))
             CHKERR(MPI_Win_free(&r.win))
-            CHKERR(MPI_Comm_free(&r.comm))
         r.base = NULL
 
     def __enter__(self):

@@ -242,3 +242,23 @@ def test_second_thread_on_a_busy_queue_is_refused(q):
     waiting.join()
     q.put(field(0))                                       # usable again once the other call returned
     assert float(np.asarray(q.get())[0, 0]) == 0
+
+
+def test_no_reference_leaks_through_messages_and_capsules(q):
+    """Every message, view and capsule gives back its reference to the queue and its export."""
+    import sys
+    torch = pytest.importorskip("torch")
+    gc.collect()
+    baseline = sys.getrefcount(q)
+    for i in range(200):
+        q.put(field(i))
+        m = q.get()
+        a, mv, t = np.asarray(m), memoryview(m), torch.from_dlpack(m)
+        unused = (m.__dlpack__(), m.__dlpack__(max_version=(1, 0)))
+        del a, mv, t, unused
+        m.release()
+        del m
+    gc.collect()
+    assert sys.getrefcount(q) == baseline
+    s = q.stats()
+    assert s["outstanding"] == 0 and s["live_exports"] == 0 and s["gets"] == 200

@@ -29,6 +29,12 @@ def random_field(rng, n):
     return field
 
 
+def diffusivity(sample):
+    """The diffusivity a sample was simulated with, read back from its channel 1."""
+    low, high = DIFFUSIVITY_RANGE
+    return low + float(sample[1, 0, 0]) * (high - low)
+
+
 def laplacian(u):
     """Five-point Laplacian on the periodic grid."""
     return np.roll(u, 1, 0) + np.roll(u, -1, 0) + np.roll(u, 1, 1) + np.roll(u, -1, 1) - 4 * u
@@ -46,6 +52,7 @@ class HeatSimulation:
         self.n = n
         self.horizon = horizon
         self.restart_every = restart_every
+        self.sample_shape = (CHANNELS, n, n)
 
     def samples(self, steps):
         """Run `steps` time steps; after each one that has a state `horizon` steps back in
@@ -53,14 +60,14 @@ class HeatSimulation:
         low, high = DIFFUSIVITY_RANGE
         for step in range(steps):
             if step % self.restart_every == 0:
-                diffusivity = self.rng.uniform(low, high)
-                diffusivity_channel = np.full((self.n, self.n), (diffusivity - low) / (high - low))
+                a = self.rng.uniform(low, high)
+                a_channel = np.full((self.n, self.n), (a - low) / (high - low))
                 u = random_field(self.rng, self.n)
                 history = deque([u], maxlen=self.horizon + 1)
-            u = u + diffusivity * laplacian(u)
+            u = u + a * laplacian(u)
             history.append(u)
             if len(history) == self.horizon + 1:
-                yield np.stack([history[0], diffusivity_channel, u]).astype(np.float32)
+                yield np.stack([history[0], a_channel, u]).astype(np.float32)
 
     def samples_per_run(self, steps):
         """How many samples `samples(steps)` yields."""
