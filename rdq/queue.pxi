@@ -119,6 +119,8 @@ cdef class Queue:
                 self.dl_code, self.dl_bits = _dtype_to_dl(dt)
             except TypeError as exc:
                 raise TypeError(f"{where}: {exc}") from None
+            if math.prod(shape) * dt.itemsize >= 1 << 62:
+                raise ValueError(f"{where}: shape {shape} of {dt} overflows the window size")
             self.shape = shape
             self.dtype = dt
             self.kind = ord(dt.kind)

@@ -395,6 +395,11 @@ def scenario_bad_input(argv):
     expect_error(ValueError, lambda: rdq.Queue(comm, owner=owner, capacity=1 << 40, slot_bytes=1 << 20),
                  "cannot create the queue")
     if size > 1:
+        half = comm.Split(rank % 2, rank)
+        inter = half.Create_intercomm(0, comm, 1 - rank % 2)
+        expect_error(TypeError, lambda: rdq.Queue(inter, capacity=4, slot_bytes=8), "intracommunicator")
+        inter.Free()
+        half.Free()
         only_some = rdq.Queue(comm, owner=owner, capacity=4, slot_bytes=8, producers=[owner])
         if rank != owner:
             expect_error(rdq.RDQError, lambda: only_some.put(b"x"), f"rank {rank}", "not one of its producers")

@@ -262,3 +262,47 @@ def test_no_reference_leaks_through_messages_and_capsules(q):
     assert sys.getrefcount(q) == baseline
     s = q.stats()
     assert s["outstanding"] == 0 and s["live_exports"] == 0 and s["gets"] == 200
+
+
+class CudaLookalike:
+    """A DLPack producer whose tensor says it lives on a CUDA device (rdq has no GPU path)."""
+
+    def __dlpack__(self, **kwargs):
+        import torch
+        return _capsule_on_device(torch.zeros(SHAPE), device_type=2)
+
+    def __dlpack_device__(self):
+        return (2, 0)
+
+
+def test_gpu_tensor_is_refused_clearly(q):
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"host \(CPU\) memory"):
+        q.put(CudaLookalike())
+    assert q.stats()["puts"] == 0
+
+
+def _capsule_on_device(tensor, device_type):
+    """A legacy DLPack capsule of tensor whose DLTensor says device_type (the data stays on the CPU)."""
+    capsule = tensor.__dlpack__()
+    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    managed = get_pointer(capsule, b"dltensor")
+    # DLTensor: void *data; then DLDevice {int32 device_type; int32 device_id}
+    ctypes.c_int32.from_address(managed + ctypes.sizeof(ctypes.c_void_p)).value = device_type
+    return capsule
+
+
+@pytest.mark.parametrize("shape", [(1 << 31, 1 << 31, 1 << 20), (1 << 62,)])
+def test_absurd_shapes_are_refused_before_anything_is_allocated(shape):
+    with pytest.raises(ValueError, match="overflows|memory available"):
+        rdq.Queue(MPI.COMM_SELF, capacity=4, shape=shape, dtype="float64")
+
+
+def test_calls_after_free_are_closed():
+    queue = rdq.Queue(MPI.COMM_SELF, capacity=2, slot_bytes=8)
+    queue.free()
+    for call in (lambda: queue.put(b"x"), queue.get, lambda: queue.get_batch(1), queue.close):
+        with pytest.raises(rdq.Closed, match="freed"):
+            call()
+    queue.free()
