@@ -6,10 +6,20 @@ which program of an MPMD launch (``mpiexec -n 60 python sim.py : -n 4 python
 train.py``) and gives each program a communicator of its own (for halo
 exchange, or torch.distributed among the trainers).
 """
+import zlib
+
 from rdq._core import Queue
 from rdq.errors import RDQError
 
 __all__ = ["QueueGroup", "Roles"]
+
+
+def owner_index(key, owners):
+    """Which of `owners` queues a key goes to: the same on every rank and run (Python's own
+    hash() of a str is salted per process)."""
+    if isinstance(key, int):
+        return key % owners
+    return zlib.crc32(repr(key).encode()) % owners
 
 
 class QueueGroup:
@@ -17,7 +27,7 @@ class QueueGroup:
 
     ``put(x)`` sends to the owners in turn (each producer starting at its own
     offset, so that producers spread over the owners), or, with ``key=``, to
-    ``owners[hash(key) % len(owners)]`` so that one key always reaches the same
+    ``owners[owner_index(key, len(owners))]`` so that one key always reaches the same
     trainer.  ``close()`` closes this rank's stream into every queue, so every
     owner sees end of stream.  On an owner, ``local`` is its queue, and ``get``,
     ``get_batch`` and iteration read it.  Other arguments are Queue's.
@@ -39,7 +49,7 @@ class QueueGroup:
             queue = self.queues[self._turn]
             self._turn = (self._turn + 1) % len(self.queues)
         else:
-            queue = self.queues[hash(key) % len(self.queues)]
+            queue = self.queues[owner_index(key, len(self.queues))]
         return queue.put(x, block=block, timeout=timeout)
 
     def close(self):

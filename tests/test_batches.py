@@ -1,5 +1,8 @@
 """Batches, put-side sampling, PyTorch streaming and groups, in one process on MPI.COMM_SELF."""
 import gc
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -214,3 +217,12 @@ def test_dataset_refuses_workers_and_bad_arguments():
                                              multiprocessing_context="fork")
         with pytest.raises(Exception, match="num_workers=0"):
             list(loader)
+
+
+def test_keyed_routing_is_the_same_in_every_process():
+    """A key must reach the same trainer from every producer, whatever PYTHONHASHSEED each has."""
+    code = "from rdq.group import owner_index; print([owner_index(k, 4) for k in ('a', 'field-7', (1, 2), 9)])"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed, "MPI4PY_RC_INITIALIZE": "0"}).stdout
+            for seed in ("1", "2")}
+    assert len(outs) == 1 and outs.pop().strip().endswith(", 1]")
