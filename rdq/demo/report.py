@@ -7,12 +7,11 @@ from rdq.demo.heat import diffusivity
 
 def format_report(r):
     """The report dict (what --json writes) as lines for the terminal."""
-    mb = 1e6
     lines = [
         f"simulation: {r['producers']} rank(s) x {r['steps_per_producer']} steps of the {r['grid']}x{r['grid']} "
         f"heat equation; {r['producer_put_fraction']:.0%} of their time in put() (waiting for free slots "
         f"{r['full_waits']} times)",
-        f"stream: {r['messages_received']} messages ({r['bytes_received'] / mb:.1f} MB) received, "
+        f"stream: {r['messages_received']} messages ({r['bytes_received'] / 1e6:.1f} MB) received, "
         f"{r['messages_sampled_out']} sampled out on the producers (p = {r['sample_p']:g}); "
         f"{r['batches']} batches, {r['batch_copies']} of them copied",
         f"throughput: {r['messages_per_second']:.0f} messages/s, {r['megabytes_per_second']:.1f} MB/s "
@@ -22,7 +21,8 @@ def format_report(r):
     if r["final_train_loss"] is None:
         lines.append("training: no messages arrived; the model stayed untrained")
     else:
-        lines.append(f"training: final loss {r['final_train_loss']:.3e} (mean of the last steps)")
+        lines.append(f"training: {r['batches']} steps, final loss {r['final_train_loss']:.3e} "
+                     f"(mean of the last {r['final_loss_steps']})")
     lines.append(
         f"validation on {r['validation_samples']} fresh samples: model MSE {r['validation_mse']:.3e}, "
         f"no-change MSE {r['no_change_mse']:.3e}, ratio {r['mse_ratio']:.3f}")

@@ -1,4 +1,6 @@
 """The surrogate: a small CNN that learns one `horizon`-step jump of the heat solver."""
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,19 +36,28 @@ class Surrogate(nn.Module):
         return inputs[:, STATE] + self.increment(inputs)
 
 
-def train(model, batches, lr, on_batch=None):
+def cosine_decay(optimizer, steps, floor=0.05):
+    """Lower the learning rate along a half cosine to `floor` times its start over `steps`
+    steps, then hold it: the stream's length is only an estimate.  The decay calms the
+    noisy last steps, so the model the stream leaves behind is reliably good."""
+    def factor(step):
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(model, optimizer, schedule, batches, on_batch=None):
     """One optimizer step per batch of samples, (B, 3, n, n) tensors, until `batches` ends.
 
     Keeps no reference to a batch once its step is done, so that zero-copy batches give
     their queue slots back.  Returns the training loss of every step.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []
     for batch in batches:
         loss = F.mse_loss(model(batch[:, INPUTS]), batch[:, TARGET])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
         if on_batch is not None:
             on_batch(len(batch), losses[-1])
