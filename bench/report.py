@@ -1,0 +1,274 @@
+"""bench/run.py's results as Markdown tables and PNG plots.
+
+Every ratio is rdq's figure (the first series: Python put/get on the shared-memory path)
+against the other system's, oriented so that above 1 means rdq is better.
+"""
+from pathlib import Path
+
+KiB, MiB = 1 << 10, 1 << 20
+SMALL = 64 * KiB     # below this a rate is shown in messages/s, from here on in GB/s
+POSTER_MSG_PER_S = 2600
+
+
+def size_label(size):
+    for unit, scale in (("MiB", MiB), ("KiB", KiB)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} B"
+
+
+def si(x):
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g} {unit}"
+    return f"{x:.3g}"
+
+
+def us(seconds):
+    x = seconds * 1e6
+    return f"{x:.3g}" if x < 1000 else f"{x:,.0f}"
+
+
+def pick(series, measure, **match):
+    return [r for r in series["results"] if r["measure"] == measure
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def one(series, measure, **match):
+    found = pick(series, measure, **match)
+    return found[0] if found else None
+
+
+def status(series, measure):
+    """What a cell shows when a series has no figure for a measure."""
+    if measure not in series["measures"]:
+        return "—"
+    if measure in series["unsupported"]:
+        return "not measurable"
+    return "not run" if series["problems"] else "missing"
+
+
+def ratio(a, b):
+    return f"{a / b:.3g}x" if a and b else "—"
+
+
+class Tables:
+    def __init__(self, results):
+        self.r = results
+        self.series = results["series"]
+        self.rdq = self.series[0]
+        self.cfg = results["config"]
+
+    def rate_cell(self, s, size):
+        r = one(s, "rate", size=size)
+        if r is None:
+            return status(s, "rate")
+        return f"{si(r['msg_per_s'])}/s" if size < SMALL else f"{r['GB_per_s']:.3g} GB/s"
+
+    def rate(self):
+        sizes = self.cfg["sizes"]
+        head = "| system | " + " | ".join(size_label(x) for x in sizes) + " |"
+        lines = ["### Message rate, 1 producer -> 1 consumer",
+                 "", "Messages/s below 64 KiB, GB/s (1e9 bytes/s) from there on; median of the repeats.", "",
+                 head, "|---|" + "---:|" * len(sizes)]
+        for s in self.series:
+            lines.append(f"| {s['label']} | " + " | ".join(self.rate_cell(s, x) for x in sizes) + " |")
+        lines += ["", f"### rdq's rate over each system's (above 1: rdq is faster)", "", head,
+                  "|---|" + "---:|" * len(sizes)]
+        for s in self.series[1:]:
+            cells = []
+            for x in sizes:
+                a, b = one(self.rdq, "rate", size=x), one(s, "rate", size=x)
+                cells.append(ratio(a and a["msg_per_s"], b and b["msg_per_s"]) if b else status(s, "rate"))
+            lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+        return lines
+
+    def fanin(self):
+        counts = self.cfg["fanin"]
+        size = self.cfg["fanin_size"]
+        lines = [f"### Many producers -> one consumer, {size_label(size)} messages",
+                 "", f"Aggregate messages/s; {max(counts) + 1} ranks on {self.r['machine']['cpus']} cores "
+                 "are oversubscribed. In brackets: rdq's rate over the system's.", "",
+                 "| system | " + " | ".join(f"{p} producer{'s' if p > 1 else ''}" for p in counts) + " |",
+                 "|---|" + "---:|" * len(counts)]
+        for s in self.series:
+            if "fanin" not in s["measures"]:
+                continue
+            cells = []
+            for p in counts:
+                r = one(s, "fanin", producers=p)
+                ref = one(self.rdq, "fanin", producers=p)
+                if r is None:
+                    cells.append(status(s, "fanin"))
+                elif s is self.rdq:
+                    cells.append(f"{si(r['msg_per_s'])}/s")
+                else:
+                    cells.append(f"{si(r['msg_per_s'])}/s ({ratio(ref and ref['msg_per_s'], r['msg_per_s'])})")
+            lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+        return lines
+
+    def latency(self):
+        sizes = self.cfg["latency_sizes"]
+        lines = ["### Put latency, 1 producer, the consumer draining", "",
+                 "Microseconds per put call: median / p99. In brackets: the system's median over rdq's.", "",
+                 "| system | " + " | ".join(size_label(x) for x in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+        for s in self.series:
+            if "latency" not in s["measures"]:
+                continue
+            cells = []
+            for x in sizes:
+                r, ref = one(s, "latency", size=x), one(self.rdq, "latency", size=x)
+                if r is None:
+                    cells.append(status(s, "latency"))
+                    continue
+                cell = f"{us(r['median_s'])} / {us(r['p99_s'])}"
+                if s is not self.rdq and ref:
+                    cell += f" ({ratio(r['median_s'], ref['median_s'])})"
+                cells.append(cell)
+            lines.append(f"| {s['label']} | " + " | ".join(cells) + " |")
+        return lines
+
+    def stall(self):
+        c = self.cfg
+        lines = [f"### Producer stall while the consumer computes for {c['busy']:g} s", "",
+                 f"The producer puts {size_label(c['stall_size'])} messages at a steady pace, computing in between, "
+                 "while the consumer sleeps, or sorts arrays with numpy, without touching the stream; then it "
+                 "drains. Longest put in microseconds, and in brackets over the longest numpy copy of the "
+                 "message in the same paced loop (one copy).", "",
+                 "| system | consumer sleeps | consumer computes (numpy) | one copy |", "|---|---:|---:|---:|"]
+        for s in self.series:
+            if "stall" not in s["measures"]:
+                continue
+            cells, copy = [], None
+            for mode in ("sleep", "numpy"):
+                r = one(s, "stall", mode=mode)
+                if r is None:
+                    cells.append(status(s, "stall"))
+                    continue
+                copy = r["max_copy_s"]
+                cells.append(f"{us(r['max_put_s'])} ({r['max_put_over_copy']:.3g}x)")
+            lines.append(f"| {s['label']} | " + " | ".join(cells) + f" | {us(copy) if copy else '—'} |")
+        return lines
+
+    def memory(self):
+        c = self.cfg
+        lines = [f"### Receive-side memory for a {size_label(c['memory_total'])} stream of "
+                 f"{size_label(c['memory_size'])} messages", "",
+                 "Peak growth from before the stream was opened, in MiB: the consumer process's RSS; shared "
+                 "memory made for the stream and not in that RSS (rdq's ring: the consumer maps its pages "
+                 "only as it reads them); the server's RSS (Redis). In brackets: the total over rdq's.", "",
+                 "| system | consumer | shared | server | total | stream time s |", "|---|---:|---:|---:|---:|---:|"]
+
+        def total(r):
+            return r["consumer_peak_MiB"] + r["shared_MiB"] + (r["server_peak_MiB"] or 0)
+
+        ref = one(self.rdq, "memory")
+        for s in self.series:
+            if "memory" not in s["measures"]:
+                continue
+            r = one(s, "memory")
+            if r is None:
+                lines.append(f"| {s['label']} | {status(s, 'memory')} | | | | |")
+                continue
+            server = f"{r['server_peak_MiB']:.0f}" if r["server_peak_MiB"] is not None else "—"
+            note = f" ({ratio(total(r), total(ref))})" if s is not self.rdq and ref else ""
+            lines.append(f"| {s['label']} | {r['consumer_peak_MiB']:.0f} | {r['shared_MiB']:.0f} | {server} "
+                         f"| {total(r):.0f}{note} | {r['seconds']:.2f} |")
+        return lines
+
+    def problems(self):
+        lines = ["### Not measured, or failed", ""]
+        found = [f"- **{s['label']}**: " + "; ".join(
+                     [p.replace("\n", " / ") for p in s["problems"]] +
+                     [f"{measure} not measurable: {why}" for measure, why in s["unsupported"].items()])
+                 for s in self.series if s["problems"] or s["unsupported"]]
+        return lines + (found or ["Every system ran."])
+
+    def targets(self):
+        """The issue's targets, checked where this run measured both sides."""
+        by_system = {}
+        for s in self.series:
+            if not s["second_mpi"] and not s["env"]:
+                by_system.setdefault(s["system"], s)
+
+        def rate(system, size):
+            s = by_system.get(system)
+            r = s and one(s, "rate", size=size)
+            return r and r["msg_per_s"]
+
+        checks = []
+        rdq64, rdq8m = rate("rdq", 64), rate("rdq", 8 * MiB)
+        for size, rdq, goals in ((64, rdq64, [("sendrecv", 1.0), ("zmq-tcp", 20), ("redis", 50),
+                                               ("adios2-sst", 100)]),
+                                 (8 * MiB, rdq8m, [("copy", 0.85), ("adios2-sst", 20), ("zmq-ipc", 1.0),
+                                                   ("zmq-tcp", 1.0), ("redis", 1.0), ("redis-pipelined", 1.0)])):
+            for system, goal in goals:
+                other = rate(system, size)
+                label = by_system[system]["label"] if system in by_system else system
+                if rdq and other:
+                    got = rdq / other
+                    checks.append((f"{size_label(size)}: rdq >= {goal:g}x {label}", f"{got:.3g}x", got >= goal))
+                else:
+                    checks.append((f"{size_label(size)}: rdq >= {goal:g}x {label}", "not measured", None))
+        if rdq64:
+            got = rdq64 / POSTER_MSG_PER_S
+            checks.append((f"64 B: rdq >= 100x the RDQ poster's {POSTER_MSG_PER_S} msg/s", f"{got:.3g}x", got >= 100))
+        for mode in ("sleep", "numpy"):
+            r = one(self.rdq, "stall", mode=mode)
+            name = f"shm path, consumer {'sleeping' if mode == 'sleep' else 'computing'}: longest put <= 2x one copy"
+            checks.append((name, f"{r['max_put_over_copy']:.3g}x" if r else "not measured",
+                           r["max_put_over_copy"] <= 2 if r else None))
+        lines = ["### Targets (this run)", "", "| target | measured | |", "|---|---:|---|"]
+        for name, got, ok in checks:
+            lines.append(f"| {name} | {got} | {'met' if ok else 'not measured' if ok is None else '**short**'} |")
+        return lines, checks
+
+
+def machine_lines(results):
+    m = results["machine"]
+    pk = m["packages"]
+    return [f"- {m['cpus']} CPUs ({m['cpu']}), {m['memory_GiB']} GiB, Linux {m['kernel']}, Python {m['python']}",
+            f"- MPI: {m['mpi']}" + (f"; second MPI: {m['second_mpi']}" if m["second_mpi"] else ""),
+            "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v) + (f", {m['redis_server']}" if m["redis_server"] else ""),
+            f"- rdq {m['commit']}, {m['date']}; profile `{results['profile']}`: {results['config']['repeats']} "
+            f"repeat(s) of ~{results['config']['seconds']} s per rate figure"]
+
+
+def write_report(results, out):
+    out = Path(out)
+    t = Tables(results)
+    target_lines, _ = t.targets()
+    lines = [f"## rdq benchmark ({results['profile']})", "", f"    {results['command']}", "",
+             *machine_lines(results), "", *target_lines, "", *t.rate(), "", "![rate](rate.png)", "",
+             *t.fanin(), "", *t.latency(), "", *t.stall(), "", *t.memory(), "", *t.problems(), ""]
+    (out / "results.md").write_text("\n".join(lines))
+    plot(results, out)
+
+
+def plot(results, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [s for s in results["series"] if pick(s, "rate")]
+    fig, (ax_rate, ax_bw) = plt.subplots(1, 2, figsize=(13, 5.5))
+    styles = ["-o", "-s", "-^", "-v", "-D", "-p", "-*", "--o", "--s", "--^", "--v", "--D", "--p", ":o", ":s"]
+    for style, s in zip(styles * 2, series):
+        points = sorted(pick(s, "rate"), key=lambda r: r["size"])
+        sizes = [r["size"] for r in points]
+        ax_rate.plot(sizes, [r["msg_per_s"] for r in points], style, label=s["label"], markersize=4)
+        ax_bw.plot(sizes, [r["GB_per_s"] for r in points], style, label=s["label"], markersize=4)
+    for ax, name in ((ax_rate, "messages/s"), (ax_bw, "GB/s")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel(name)
+        ax.grid(True, which="major", alpha=0.3)
+    ax_rate.set_title("message rate, 1 producer -> 1 consumer")
+    ax_bw.set_title("bandwidth, 1 producer -> 1 consumer")
+    ax_bw.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"rdq bench ({results['profile']}), {results['machine']['cpus']} cores, "
+                 f"{results['machine']['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "rate.png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,61 @@
+"""Smoke test of the benchmark suite (bench/run.py --quick): every system runs end to end on tiny
+sizes and the tables and plots are written, so the benchmark cannot rot.  No figure is checked
+against a target here: speed lives in bench/RESULTS.md, measured on a quiet machine."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from mpirun import launch
+
+ROOT = Path(__file__).resolve().parent.parent
+for module in ("tqdm", "matplotlib"):   # rdq[bench]
+    pytest.importorskip(module)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    output, failure = launch([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--out", str(out)], 600)
+    assert failure is None, f"bench/run.py --quick: {failure}\n{output[-6000:]}"
+    print(output)   # shown with -s: which peers ran, and why any did not
+    return out, json.loads((out / "results.json").read_text()), output
+
+
+def test_every_system_ran_or_says_why_not(quick_run):
+    _, results, output = quick_run
+    for series in results["series"]:
+        for problem in series["problems"]:
+            # a peer may be missing on a developer's machine, or no second MPI given: said, never dropped
+            assert problem.startswith(("not installed", "not run")), f"{series['label']}: {problem}"
+        if not series["problems"]:
+            measured = {r["measure"] for r in series["results"]}
+            assert measured == set(series["measures"]) - set(series["unsupported"]), series["label"]
+    skipped = [s["label"] for s in results["series"] if s["problems"]]
+    assert all(label in output for label in skipped)
+
+
+def test_rdq_figures_are_complete(quick_run):
+    _, results, _ = quick_run
+    rdq = results["series"][0]
+    assert rdq["system"] == "rdq" and not rdq["problems"]
+    rates = {r["size"]: r for r in rdq["results"] if r["measure"] == "rate"}
+    assert sorted(rates) == sorted(results["config"]["sizes"])
+    assert all(r["msg_per_s"] > 0 and r["transport"] == "shm" for r in rates.values())
+    fanin = sorted(r["producers"] for r in rdq["results"] if r["measure"] == "fanin")
+    assert fanin == results["config"]["fanin"]
+    stall = [r for r in rdq["results"] if r["measure"] == "stall"]
+    assert {r["mode"] for r in stall} == {"sleep", "numpy"} and all(r["max_put_s"] > 0 for r in stall)
+    memory = next(r for r in rdq["results"] if r["measure"] == "memory")
+    assert memory["total_bytes"] == results["config"]["memory_total"]
+
+
+def test_tables_and_plot_are_written(quick_run):
+    out, results, _ = quick_run
+    md = (out / "results.md").read_text()
+    for heading in ("Targets", "Message rate", "Many producers", "Put latency", "Producer stall", "memory"):
+        assert heading in md
+    for series in results["series"]:
+        assert series["label"] in md
+    assert (out / "rate.png").stat().st_size > 10_000
