@@ -13,4 +13,4 @@ test:
 bench:
 	ci/make-env.sh mpich .
 	ci/openmpi-tree.sh
-	.venv/bin/python bench/run.py --full --second-mpi .ci-work/openmpi
+	.venv/bin/python bench/run.py --full --second-mpi .ci-work/openmpi --update bench/RESULTS.md

@@ -116,9 +116,11 @@ def jobs_of(series, cfg):
         elif measure == "latency":
             yield measure, 2, ["latency", "--sizes", *cfg["latency_sizes"], "--seconds", cfg["seconds"]]
         elif measure == "stall":
-            yield measure, 2, ["stall", "--sizes", cfg["stall_size"], "--busy", cfg["busy"]]
+            yield measure, 2, ["stall", "--sizes", cfg["stall_size"], "--busy", cfg["busy"],
+                               "--repeats", min(3, cfg["repeats"])]
         elif measure == "memory":
-            yield measure, 2, ["memory", "--sizes", cfg["memory_size"], "--total", cfg["memory_total"]]
+            yield measure, 2, ["memory", "--sizes", cfg["memory_size"], "--total", cfg["memory_total"],
+                               "--busy", cfg["busy"]]
 
 
 def free_port():
@@ -242,6 +244,8 @@ def main(argv=None):
                         help="a copy of this tree with its own .venv on another MPI (make bench: .ci-work/openmpi)")
     parser.add_argument("--only", nargs="+", metavar="SYSTEM", help="run only these systems (stream.py names)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default: bench/results)")
+    parser.add_argument("--update", metavar="MARKDOWN", type=Path,
+                        help="also write the tables into this file between its marker lines (make bench: bench/RESULTS.md)")
     args = parser.parse_args(argv)
     cfg = PROFILES[args.profile or "full"]
     primary = sys.executable
@@ -277,7 +281,7 @@ def main(argv=None):
                            "results": s.results}
                           for s in series]}
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    write_report(results, args.out)
+    write_report(results, args.out, args.update)
     print((args.out / "results.md").read_text())
 
 

@@ -12,13 +12,15 @@ The last rank consumes, ranks 0..N-2 produce.  MEASURE is one of
   stall    the consumer computes for --busy seconds (sleeping, or a numpy loop) without touching
            the stream while the producer puts a few messages at a steady pace, computing in
            between; the longest put, against the longest numpy copy of the message in the same
-           paced loop
+           paced loop; median of --repeats rounds
   memory   the receive side's peak memory growth (consumer, shared segments, server) while
-           --total bytes stream through in messages of --sizes[0] bytes
+           --total bytes stream through in messages of --sizes[0] bytes, with the consumer
+           keeping up, then with the consumer computing for --busy seconds first
 
 Writes a JSON list of records (one per size) from the consumer.
 """
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -126,30 +128,36 @@ class Job:
 
     # -- stall --------------------------------------------------------------------------------
     def stall(self, size, mode):
+        """--repeats rounds on one stream; the medians over rounds of the longest put and of the
+        longest paced copy."""
         busy = self.args.busy
         stream = self.open(size)
         puts = min(16, stream.depth // 2)
         buf = message(size, self.comm.rank)
         gap = 0.8 * busy / puts
         self.warm_up(stream, buf)
-        copy = None
-        if not self.is_consumer:   # the baseline: the same paced loop, with one numpy copy in place of the put
-            scratch = np.ones_like(buf)
-            copy = paced(lambda: np.copyto(scratch, buf), puts, gap)
-        self.comm.Barrier()
-        lat = None
-        if self.is_consumer:
-            compute(mode, busy)
-            if stream.timed_on == "consumer":
-                stream.get_many(puts * self.producers)
-        else:
-            lat = paced(lambda: stream.put(buf), puts, gap)
-        stream.sync()
+        scratch = np.ones_like(buf)
+        rounds = []
+        for _ in range(self.args.repeats):
+            copy = lat = None
+            if not self.is_consumer:   # the baseline: the same paced loop, one numpy copy in place of the put
+                copy = paced(lambda: np.copyto(scratch, buf), puts, gap)
+            self.comm.Barrier()
+            if self.is_consumer:
+                compute(mode, busy)
+                if stream.timed_on == "consumer":
+                    stream.get_many(puts * self.producers)
+            else:
+                lat = paced(lambda: stream.put(buf), puts, gap)
+            stream.sync()
+            rounds.append(self.comm.allgather((lat, copy))[0])
         self.close(stream)
-        lat, copy = self.comm.allgather((lat, copy))[0]
-        return {"mode": mode, "busy_s": busy, "puts": puts, "max_put_s": max(lat),
-                "median_put_s": statistics.median(lat), "max_copy_s": max(copy),
-                "median_copy_s": statistics.median(copy), "max_put_over_copy": max(lat) / max(copy)}
+        max_put = statistics.median(max(lat) for lat, _ in rounds)
+        max_copy = statistics.median(max(copy) for _, copy in rounds)
+        return {"mode": mode, "busy_s": busy, "puts": puts, "rounds": len(rounds),
+                "runs_max_put_s": [max(lat) for lat, _ in rounds], "max_put_s": max_put,
+                "median_put_s": statistics.median(x for lat, _ in rounds for x in lat),
+                "max_copy_s": max_copy, "max_put_over_copy": max_put / max_copy}
 
     def warm_up(self, stream, buf):
         """One ring's worth of messages through the stream: the first pass through fresh memory
@@ -162,14 +170,16 @@ class Job:
         stream.sync()
 
     # -- memory -------------------------------------------------------------------------------
-    def memory(self, size):
-        """Peak memory the stream adds on the receive side: the consumer's peak RSS growth, the
-        shared memory created for the stream that the consumer has not touched (rdq's ring lives
-        in a shared segment whose pages count in the consumer's RSS only once it reads them),
-        and the server's peak RSS growth (Redis)."""
+    def memory(self, size, lag):
+        """Peak memory the stream adds on the receive side while --total bytes go through: the
+        consumer's peak RSS growth, shared memory made for the stream that the consumer has not
+        touched (rdq's ring lives in a shared segment whose pages count in the consumer's RSS
+        only once it reads them), and the server's peak RSS growth (Redis).  With lag, the
+        consumer computes for --busy seconds before it starts to drain, as a busy trainer does."""
         n = max(1, self.args.total // size)
         n -= n % self.producers
         self.close(self.open(size))   # imports, MPI and library start-up are not the stream's
+        compute("numpy", 0.01)          # nor the lagging consumer's computation
         if self.is_consumer:
             reset_peak_rss()
             before = proc_status()
@@ -181,6 +191,8 @@ class Job:
         self.comm.Barrier()
         t0 = perf_counter()
         if self.is_consumer:
+            if lag:
+                compute("numpy", self.args.busy)
             stream.get_many(n)
         else:
             stream.put_many(buf, n // self.producers)
@@ -189,8 +201,8 @@ class Job:
         if self.is_consumer:
             after = proc_status()
             untouched_shared = meminfo()["Shmem"] - shmem0 - (after["RssShmem"] - before["RssShmem"])
-            record = {"total_bytes": n * size, "seconds": seconds,
-                      "consumer_peak_MiB": (after["VmHWM"] - before["VmRSS"]) / MiB,
+            record = {"consumer": "lagging" if lag else "keeping up", "total_bytes": n * size,
+                      "seconds": seconds, "consumer_peak_MiB": (after["VmHWM"] - before["VmRSS"]) / MiB,
                       "shared_MiB": max(0, untouched_shared) / MiB,
                       "server_peak_MiB": (proc_status(server)["VmHWM"] - server0) / MiB if server else None}
         stream.sync()
@@ -215,13 +227,20 @@ def paced(action, count, gap):
 
 def compute(mode, seconds):
     """The consumer busy for `seconds` without touching the stream."""
-    end = perf_counter() + seconds
     if mode == "sleep":
         sleep(seconds)
         return
-    data = np.random.default_rng(0).random(1 << 17)
+    data, work = sort_arrays()
+    end = perf_counter() + seconds
     while perf_counter() < end:
-        np.sort(data)
+        np.copyto(work, data)
+        work.sort()   # in place: the memory measure must not count the computation's arrays
+
+
+@functools.cache
+def sort_arrays():
+    data = np.random.default_rng(0).random(1 << 17)
+    return data, np.empty_like(data)
 
 
 def proc_status(pid="self"):
@@ -269,6 +288,9 @@ def main():
         if args.measure == "stall":
             for mode in ("sleep", "numpy"):
                 records.append({**base, **job.stall(size, mode)})
+        elif args.measure == "memory":
+            for lag in (False, True):
+                records.append({**base, **job.memory(size, lag)})
         else:
             records.append({**base, **getattr(job, args.measure)(size)})
     if job.is_consumer:
