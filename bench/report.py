@@ -77,7 +77,8 @@ class Tables:
         sizes = self.cfg["sizes"]
         head = "| system | " + " | ".join(size_label(x) for x in sizes) + " |"
         lines = ["### Message rate, 1 producer -> 1 consumer",
-                 "", "Messages/s below 64 KiB, GB/s (1e9 bytes/s) from there on; median of the repeats.", "",
+                 "", "Messages/s below 64 KiB, GB/s (1e9 bytes/s) from there on; the median of one trial per round, "
+                 "the rounds interleaving all systems.", "",
                  head, "|---|" + "---:|" * len(sizes)]
         for s in self.series:
             lines.append(f"| {s['label']} | " + " | ".join(self.rate_cell(s, x) for x in sizes) + " |")
@@ -248,7 +249,7 @@ def machine_lines(results):
             f"- MPI: {m['mpi']}" + (f"; second MPI: {m['second_mpi']}" if m["second_mpi"] else ""),
             "- " + ", ".join(f"{k} {v}" for k, v in pk.items() if v) + (f", {m['redis_server']}" if m["redis_server"] else ""),
             f"- rdq {m['commit']}, {m['date']}; profile `{results['profile']}`: {results['config']['repeats']} "
-            f"repeat(s) of ~{results['config']['seconds']} s per rate figure"]
+            f"round(s) of one ~{results['config']['seconds']} s trial per rate figure"]
 
 
 BEGIN, END = "<!-- bench/run.py writes from here -->", "<!-- bench/run.py writes up to here -->"

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -97,30 +98,52 @@ PROFILES = {
                  memory_size=MiB, memory_total=1 << 30, seconds=0.5, repeats=5),
     "quick": dict(sizes=[64, 4 * KiB], fanin=[1, 2], fanin_size=64, latency_sizes=[64],
                   stall_size=4 * KiB, busy=0.2, memory_size=4 * KiB, memory_total=4 * MiB,
-                  seconds=0.05, repeats=1),
+                  seconds=0.05, repeats=2),
 }
 
 
 def jobs_of(series, cfg):
-    """(measure, ranks, stream.py arguments) for each job of a series; fan-in is the rate
-    measure with more producers."""
-    common = ["--seconds", cfg["seconds"], "--repeats", cfg["repeats"]]
+    """(round, measure, ranks, stream.py arguments) for each job of a series; fan-in is the rate
+    measure with more producers.  Each repeat of a rate is a job of its own, in a round of its
+    own: run round by round, every system's trials are spread alike over the machine's slow and
+    quick spells, and the median over rounds is comparable between systems."""
+    one_trial = ["--seconds", cfg["seconds"], "--repeats", 1]
     for measure in series.measures:
         if measure in series.unsupported:
             continue
         if measure == "rate":
-            yield measure, 2, ["rate", "--sizes", *cfg["sizes"], *common]
+            for r in range(cfg["repeats"]):
+                yield r, measure, 2, ["rate", "--sizes", *cfg["sizes"], *one_trial]
         elif measure == "fanin":
-            for p in cfg["fanin"]:
-                yield measure, p + 1, ["rate", "--sizes", cfg["fanin_size"], *common]
+            for r in range(cfg["repeats"]):
+                for p in cfg["fanin"]:
+                    yield r, measure, p + 1, ["rate", "--sizes", cfg["fanin_size"], *one_trial]
         elif measure == "latency":
-            yield measure, 2, ["latency", "--sizes", *cfg["latency_sizes"], "--seconds", cfg["seconds"]]
+            yield 0, measure, 2, ["latency", "--sizes", *cfg["latency_sizes"], "--seconds", cfg["seconds"]]
         elif measure == "stall":
-            yield measure, 2, ["stall", "--sizes", cfg["stall_size"], "--busy", cfg["busy"],
-                               "--repeats", min(3, cfg["repeats"])]
+            yield 0, measure, 2, ["stall", "--sizes", cfg["stall_size"], "--busy", cfg["busy"],
+                                  "--repeats", min(3, cfg["repeats"])]
         elif measure == "memory":
-            yield measure, 2, ["memory", "--sizes", cfg["memory_size"], "--total", cfg["memory_total"],
-                               "--busy", cfg["busy"]]
+            yield 0, measure, 2, ["memory", "--sizes", cfg["memory_size"], "--total", cfg["memory_total"],
+                                  "--busy", cfg["busy"]]
+
+
+def merge_rounds(records):
+    """One rate record per (measure, size, producers): the median over the rounds' trials."""
+    merged, rest = {}, []
+    for r in records:
+        if "runs_msg_per_s" not in r:
+            rest.append(r)
+            continue
+        key = (r["measure"], r["size"], r["producers"])
+        if key in merged:
+            merged[key]["runs_msg_per_s"] += r["runs_msg_per_s"]
+        else:
+            merged[key] = dict(r, runs_msg_per_s=list(r["runs_msg_per_s"]))
+    for r in merged.values():
+        r["msg_per_s"] = statistics.median(r["runs_msg_per_s"])
+        r["GB_per_s"] = r["msg_per_s"] * r["size"] / 1e9
+    return list(merged.values()) + rest
 
 
 def free_port():
@@ -267,13 +290,16 @@ def main(argv=None):
             s.problems.append(why)
         else:
             todo += [(s, python, job) for job in jobs_of(s, cfg)]
+    todo.sort(key=lambda job: job[2][0])   # round by round; within a round, in table order
     print(f"rdq bench ({args.profile or 'full'}): {len(todo)} jobs; results in {args.out}", flush=True)
-    for n, (s, python, (measure, ranks, job_args)) in enumerate(tqdm(todo, unit="job", mininterval=2)):
+    for n, (s, python, (_, measure, ranks, job_args)) in enumerate(tqdm(todo, unit="job", mininterval=2)):
         try:
             s.results += [dict(r, measure=measure) for r in run_job(s, python, ranks, job_args, work, n)]
         except Exception as e:   # one system's failure is a result too: the table says it
             s.problems.append(f"{measure} on {ranks} ranks failed: {e}")
             tqdm.write(f"{s.label}: {s.problems[-1]}")
+    for s in series:
+        s.results = merge_rounds(s.results)
     results = {"profile": args.profile or "full", "config": cfg, "machine": machine(primary, second),
                "command": " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
                "series": [{"label": s.label, "system": s.system, "env": s.env, "second_mpi": s.second_mpi,

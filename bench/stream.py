@@ -99,7 +99,7 @@ class Job:
         rates = [n / self.trial(stream, buf, n) for _ in range(self.args.repeats)]
         self.close(stream)
         median = statistics.median(rates)
-        return {"messages_per_trial": n, "runs_msg_per_s": rates, "msg_per_s": median,
+        return {"runs_msg_per_s": rates, "msg_per_s": median,
                 "GB_per_s": median * size / 1e9, "depth": stream.depth,
                 "transport": getattr(stream, "transport", None)}
 
