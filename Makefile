@@ -9,7 +9,7 @@ test:
 	ci/mpich.sh
 	ci/openmpi.sh
 
-# The benchmark suite (bench/run.py): rdq on MPICH and Open MPI next to its peers; about 15 min.
+# The benchmark suite (bench/run.py): rdq on MPICH and Open MPI next to its peers; about 30 min on 2 cores.
 bench:
 	ci/make-env.sh mpich .
 	ci/openmpi-tree.sh

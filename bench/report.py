@@ -50,7 +50,7 @@ def status(series, measure):
 
 
 def ratio(a, b):
-    return f"{a / b:.3g}x" if a and b else "—"
+    return f"{a / b:.3g}x" if a is not None and b else "—"
 
 
 class Tables:
@@ -285,13 +285,16 @@ def plot(results, out):
     import matplotlib.pyplot as plt
 
     series = [s for s in results["series"] if pick(s, "rate")]
-    fig, (ax_rate, ax_bw) = plt.subplots(1, 2, figsize=(13, 5.5))
-    styles = ["-o", "-s", "-^", "-v", "-D", "-p", "-*", "--o", "--s", "--^", "--v", "--D", "--p", ":o", ":s"]
-    for style, s in zip(styles * 2, series):
+    fig, (ax_rate, ax_bw) = plt.subplots(1, 2, figsize=(15, 5.5))
+    colors = plt.get_cmap("tab20").colors   # 20 distinct colours: one per line
+    for n, s in enumerate(series):
         points = sorted(pick(s, "rate"), key=lambda r: r["size"])
         sizes = [r["size"] for r in points]
-        ax_rate.plot(sizes, [r["msg_per_s"] for r in points], style, label=s["label"], markersize=4)
-        ax_bw.plot(sizes, [r["GB_per_s"] for r in points], style, label=s["label"], markersize=4)
+        # rdq solid, the limit dashed, the others dotted
+        style = dict(color=colors[n % len(colors)], marker="os^vD<>ph*"[n % 10], markersize=4,
+                     linestyle="-" if s["system"].startswith("rdq") else "--" if s["system"] == "copy" else ":")
+        ax_rate.plot(sizes, [r["msg_per_s"] for r in points], label=s["label"], **style)
+        ax_bw.plot(sizes, [r["GB_per_s"] for r in points], label=s["label"], **style)
     for ax, name in ((ax_rate, "messages/s"), (ax_bw, "GB/s")):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -300,7 +303,7 @@ def plot(results, out):
         ax.grid(True, which="major", alpha=0.3)
     ax_rate.set_title("message rate, 1 producer -> 1 consumer")
     ax_bw.set_title("bandwidth, 1 producer -> 1 consumer")
-    ax_bw.legend(fontsize=7, loc="lower right")
+    ax_bw.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"rdq bench ({results['profile']}), {results['machine']['cpus']} cores, "
                  f"{results['machine']['date']}", fontsize=10)
     fig.tight_layout()

@@ -98,7 +98,7 @@ PROFILES = {
                  memory_size=MiB, memory_total=1 << 30, seconds=0.5, repeats=5),
     "quick": dict(sizes=[64, 4 * KiB], fanin=[1, 2], fanin_size=64, latency_sizes=[64],
                   stall_size=4 * KiB, busy=0.2, memory_size=4 * KiB, memory_total=4 * MiB,
-                  seconds=0.05, repeats=2),
+                  seconds=0.05, repeats=1),
 }
 
 
@@ -260,7 +260,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     profile = parser.add_mutually_exclusive_group()
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
-                         help="64 B to 64 MiB, 5 repeats, 1 GiB memory stream (default; about 15 min)")
+                         help="64 B to 64 MiB, 5 rounds, 1 GiB memory stream (default; about 30 min on 2 cores)")
     profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
                          help="tiny sizes, one repeat: checks that everything runs")
     parser.add_argument("--second-mpi", metavar="TREE", type=Path,
@@ -269,7 +269,12 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default: bench/results)")
     parser.add_argument("--update", metavar="MARKDOWN", type=Path,
                         help="also write the tables into this file between its marker lines (make bench: bench/RESULTS.md)")
+    parser.add_argument("--redraw", action="store_true",
+                        help="measure nothing: write the tables and plots again from OUT/results.json")
     args = parser.parse_args(argv)
+    if args.redraw:
+        write_report(json.loads((args.out / "results.json").read_text()), args.out, args.update)
+        return
     cfg = PROFILES[args.profile or "full"]
     primary = sys.executable
     second = None

@@ -59,3 +59,17 @@ def test_tables_and_plot_are_written(quick_run):
     for series in results["series"]:
         assert series["label"] in md
     assert (out / "rate.png").stat().st_size > 10_000
+
+
+def test_rate_rounds_merge_into_their_median():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import merge_rounds
+    trial = {"measure": "rate", "size": 64, "producers": 1}
+    rounds = [dict(trial, runs_msg_per_s=[rate]) for rate in (3.0, 1.0, 2.0)]
+    other = {"measure": "latency", "size": 64, "median_s": 1e-6}
+    merged = merge_rounds(rounds + [dict(trial, producers=2, runs_msg_per_s=[5.0]), other])
+    by_producers = {r["producers"]: r for r in merged if r["measure"] == "rate"}
+    assert by_producers[1]["runs_msg_per_s"] == [3.0, 1.0, 2.0]
+    assert by_producers[1]["msg_per_s"] == 2.0 and by_producers[1]["GB_per_s"] == 2.0 * 64 / 1e9
+    assert by_producers[2]["msg_per_s"] == 5.0
+    assert other in merged
