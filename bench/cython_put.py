@@ -4,7 +4,7 @@ Run on two ranks (rank 0 produces, rank 1 owns the queue):
 
     mpiexec -n 2 python bench/cython_put.py [--repeats 5] [--json out.json]
 
-Builds tests/downstream (a `cimport rdq` extension) into a temporary folder first.
+Builds tests/downstream (a `cimport rdq` extension) first, with build_downstream from bench/systems.py.
 
 1. Put rate at 64 B and 4 KiB: `q.put(x)` from a Python loop against
    `put_nogil` from a nogil loop, same queue settings, same run.  The owner
@@ -16,12 +16,7 @@ Builds tests/downstream (a `cimport rdq` extension) into a temporary folder firs
 """
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,20 +24,10 @@ import numpy as np
 from mpi4py import MPI
 
 import rdq
+from systems import build_downstream   # bench/systems.py, beside this script
 
 PRODUCER, CONSUMER = 0, 1
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def build_downstream(where):
-    shutil.copytree(ROOT / "tests" / "downstream", where, dirs_exist_ok=True)
-    mpicc = Path(sys.executable).with_name("mpicc")
-    # The build imports rdq (and so MPI) in a child process: keep it out of this job's process manager.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI", "HYDRA", "HYDI", "OMPI_", "PMIX"))}
-    env["CC"] = str(mpicc) if mpicc.exists() else "mpicc"
-    subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=where, env=env, check=True,
-                   capture_output=True)
-    sys.path.insert(0, str(where))
 
 
 def drain(q, k=256):
@@ -126,16 +111,13 @@ def main():
     comm = MPI.COMM_WORLD
     if comm.size != 2:
         raise SystemExit("run on exactly 2 ranks: mpiexec -n 2 python bench/cython_put.py")
-    with tempfile.TemporaryDirectory(prefix="rdq-bench-") as build:
-        if comm.rank == PRODUCER:
-            build_downstream(build)
-        comm.Barrier()
-        rates = {}
-        for size in (64, 4096):
-            for _ in range(args.repeats):   # alternate, so noise hits both alike
-                for name, cython in (("python put", False), ("cython put_nogil", True)):
-                    rates.setdefault((size, name), []).append(put_rate(comm, size, args.count, cython))
-        latency = latency_while_training(comm)
+    build_downstream(comm)   # makes rdq_downstream importable on every rank
+    rates = {}
+    for size in (64, 4096):
+        for _ in range(args.repeats):   # alternate, so noise hits both alike
+            for name, cython in (("python put", False), ("cython put_nogil", True)):
+                rates.setdefault((size, name), []).append(put_rate(comm, size, args.count, cython))
+    latency = latency_while_training(comm)
     if comm.rank != PRODUCER:
         return
     print(MPI.Get_library_version().splitlines()[0].strip("\0"))
