@@ -5,34 +5,62 @@ from mpi4py.libmpi cimport MPI_Aint, MPI_Comm, MPI_Win
 
 cdef extern from "rdq_sys.h" nogil:
     int64_t rdq_load_acquire(const void *p)
+    int64_t rdq_load_relaxed(const void *p)
     void rdq_store_release(void *p, int64_t v)
+    void rdq_fence_acquire()
     int64_t rdq_cas(void *p, int64_t expected, int64_t desired)
-    int64_t rdq_fetch_add(void *p, int64_t v)
+    uint64_t rdq_hash(const void *data, int64_t n, uint64_t seed)
+    int64_t rdq_thread_id()
     double rdq_now()
     void rdq_backoff(int64_t round)
 
 
-# What the owner's window holds and what each rank knows about it (see ring.pxi).
+# The owner's view of one producer's ring (see ring.pxi).
+ctypedef struct RingOwner:
+    int64_t delivered         # next ticket to hand to the user
+    int64_t verified          # tickets below this are known complete
+    int64_t returned          # slots handed back (free-list records written)
+    int64_t closed            # n + 1 once the producer closed after n messages, else 0
+    bint passed               # another ring delivered while this one had a message waiting
+    int64_t seen              # verified at the last delivery, and when it last changed
+    double seen_time
+
+
+# MPI calls this rank made on the queue's window (stats(); bench/RESULTS.md).
+ctypedef struct RingCalls:
+    int64_t puts
+    int64_t gets
+    int64_t flushes
+    int64_t syncs
+
+
+# What the owner's window holds and what each rank knows about it (layout.pxi, ring.pxi).
 ctypedef struct Ring:
     MPI_Win win
     MPI_Comm comm             # the user's communicator (collectives at creation and free, progress)
     int owner
     int rank
-    bint shm                  # base maps the owner's segment on this rank: load/store + CPU atomics
+    bint shm                  # base maps the owner's segment on this rank: load/store
     char *base                # owner's segment (shm: every rank; rma: the owner only; else NULL)
-    int64_t capacity
+    int64_t nrings            # one ring per producer
+    int64_t capacity          # slots per ring
     int64_t slot_bytes
-    MPI_Aint free_off
-    MPI_Aint payload_off
-    int64_t nproducers
-    # producer-local
-    int64_t tail_guess        # last tail seen; a compare-and-swap corrects it
-    int64_t head_cache        # last head seen; refreshed only when no ticket looks free
-    int64_t next_seq          # this producer's sequence number of its next message
-    # consumer-local (owner only)
-    int64_t next_ticket       # next ticket to deliver
-    int64_t head              # free-list entries written
-    int64_t head_published    # the head producers can see
+    MPI_Aint meta_base
+    MPI_Aint free_base
+    MPI_Aint payload_base
+    RingCalls calls
+    # producer-local: this rank's ring
+    int64_t ring              # its index, or -1 on a rank that is not a producer
+    int64_t next_seq          # its next ticket (= the message's seq)
+    int64_t credit_upto       # tickets below this have a slot, in slots[ticket % capacity]
+    int64_t *slots
+    int64_t *fetched          # free-list records read by the last refresh
+    # owner-local
+    RingOwner *rings          # nrings of them
+    int64_t next_ring         # where the round robin starts
+    int64_t arrivals          # complete tickets seen so far, and when that last changed
+    double arrival_time
+    int64_t return_lock       # serializes releases from several threads
 
 
 cdef class Queue:
@@ -52,7 +80,7 @@ cdef class Queue:
     cdef bint closed
     cdef bint freed
     cdef bint end_of_stream
-    cdef int64_t busy         # 1 while a put or get of this rank is in progress (atomic)
+    cdef int64_t busy         # the thread inside a put, get or close of this rank, else 0 (atomic)
     cdef char kind            # dtype.kind of a typed queue ('f', 'i', 'u', 'b', 'c'); 'u' for raw bytes
     # typed-queue layout, exported by messages through the buffer protocol and DLPack
     cdef int ndim
@@ -76,12 +104,19 @@ cdef class Queue:
     cdef int close_nogil(self) except -1 nogil
 
     cdef _init_layout(self)
-    cdef _create_window(self, comm, str transport, MPI_Aint free_off, MPI_Aint payload_off, int64_t total)
+    cdef _init_ring(self, tuple layout)
+    cdef _create_window(self, comm, str transport, int64_t total)
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
-    cdef int _enter(self, const char *call) except -1 nogil
+    cdef int _enter(self, const char *call, bint wait) except -1 nogil
     cdef void _leave(self) noexcept nogil
-    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *count) except -1
+    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *ring, int64_t *count) except -1
+    cdef int64_t _take_ticket(self, int64_t ring, int64_t *nbytes) except -1
+    cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs)
+    cdef int _check_sizes(self, int64_t nb, int64_t other) except -1
+    cdef Batch _ring_batch(self, int64_t ring, int64_t count)
+    cdef Batch _mixed_batch(self, int64_t lead, int64_t count)
+    cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1
     cdef int _check_put(self, str call) except -1
     cdef bint _sampled(self, x) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
@@ -111,12 +146,14 @@ cdef class _SlotView:
 
 
 cdef class Message(_SlotView):
+    cdef int64_t ring
     cdef int64_t slot
     cdef readonly int source
     cdef readonly int64_t seq
 
 
 cdef class Batch(_SlotView):
+    cdef int64_t ring
     cdef int64_t first_slot
     cdef int64_t pinned               # slots pinned: k when zero-copy, 0 when copied
     cdef object rows                  # the copied rows, when not zero-copy

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""rdq's Cython core: the ring protocol over MPI-3 RMA windows, Message and Queue.
+"""rdq's Cython core: the multi-ring protocol over MPI-3 RMA windows, Message and Queue.
 
 MPI is called through mpi4py's libmpi declarations with the GIL released.
 """
@@ -10,7 +10,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
 from cpython.ref cimport PyObject, Py_XINCREF, Py_XDECREF
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t, INT64_MAX
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcmp, memcpy, memset, strcmp
 
@@ -21,6 +21,7 @@ from mpi4py import MPI
 from rdq.errors import RDQError, Full, Empty, Closed, MPIError
 
 include "errors.pxi"
+include "layout.pxi"
 include "ring.pxi"
 include "dlpack.pxi"
 include "message.pxi"

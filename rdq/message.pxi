@@ -123,7 +123,7 @@ cdef class Message(_SlotView):
 
     cdef void _give_back(self) noexcept:
         self.queue.outstanding -= 1
-        ring_return(&self.queue.ring, self.slot)
+        ring_return(&self.queue.ring, self.ring, self.slot)
 
     def __repr__(self):
         return (f"<rdq.Message source={self.source} seq={self.seq} shape={self.shape} "
@@ -144,7 +144,7 @@ cdef class Batch(_SlotView):
         cdef int64_t i
         self.queue.outstanding -= self.pinned
         for i in range(self.pinned):
-            ring_return(&self.queue.ring, self.first_slot + i)
+            ring_return(&self.queue.ring, self.ring, self.first_slot + i)
 
     @property
     def copied(self):

@@ -137,17 +137,17 @@ cdef class Queue:
         if transport not in _TRANSPORTS:
             raise ValueError(f"{where}: transport must be one of {_TRANSPORTS}, got {transport!r}")
 
-        free_off = OFF_META + capacity * META_BYTES
-        payload_off = (free_off + capacity * 8 + 63) // 64 * 64
-        total = payload_off + capacity * self.slot_bytes
+        layout = window_layout(len(producers), capacity, self.slot_bytes)
+        total = layout[3]
         problem = None
         if total >= 1 << 62:
-            problem = f"capacity {capacity} x {self.slot_bytes} bytes overflows the window size"
+            problem = (f"{len(producers)} producers x capacity {capacity} x {self.slot_bytes} bytes "
+                       f"overflows the window size")
         elif self.rank == owner:
             avail = _available_memory()
             if avail is not None and total > avail:
-                problem = (f"needs {total} bytes on owner rank {owner}, "
-                           f"which has only {avail} bytes of memory available")
+                problem = (f"needs {total} bytes on owner rank {owner} ({len(producers)} producers x capacity "
+                           f"{capacity} x {self.slot_bytes} bytes), which has only {avail} bytes of memory available")
 
         # Every rank must agree on the queue, and learn about the owner's problem, before anything collective.
         spec = (owner, capacity, self.slot_bytes, self.shape, None if self.dtype is None else self.dtype.str,
@@ -171,7 +171,8 @@ cdef class Queue:
         self.format_ok = {}
         if self.dtype is not None:
             self._init_layout()
-        self._create_window(comm, transport, free_off, payload_off, total)
+        self._init_ring(layout)
+        self._create_window(comm, transport, total)
         self.freed = False
 
     cdef _init_layout(self):
@@ -190,7 +191,33 @@ cdef class Queue:
         self.format = memoryview(np.empty(1, self.dtype)).format.encode()
         self.format_ok[self.format.decode()] = True
 
-    cdef _create_window(self, comm, str transport, MPI_Aint free_off, MPI_Aint payload_off, int64_t total):
+    cdef _init_ring(self, tuple layout):
+        """The ring's geometry and this rank's local state (ring.pxi)."""
+        cdef Ring *r = &self.ring
+        cdef int64_t i
+        r.owner = self.owner
+        r.rank = self.rank
+        r.nrings = len(self.producers)
+        r.capacity = self.capacity
+        r.slot_bytes = self.slot_bytes
+        r.meta_base, r.free_base, r.payload_base = layout[:3]
+        r.ring = self.producers.index(self.rank) if self.is_producer else -1
+        if self.is_producer:
+            # every slot starts free: ticket j < capacity writes slot j
+            r.slots = <int64_t *>PyMem_Malloc((r.capacity + 2 * FETCH_MAX) * sizeof(int64_t))
+            if r.slots == NULL:
+                raise MemoryError()
+            r.fetched = r.slots + r.capacity
+            for i in range(r.capacity):
+                r.slots[i] = i
+            r.credit_upto = r.capacity
+        if self.rank == self.owner:
+            r.rings = <RingOwner *>PyMem_Malloc(r.nrings * sizeof(RingOwner))
+            if r.rings == NULL:
+                raise MemoryError()
+            memset(r.rings, 0, r.nrings * sizeof(RingOwner))
+
+    cdef _create_window(self, comm, str transport, int64_t total):
         cdef Ring *r = &self.ring
         cdef MPI_Comm user_comm = (<MPI.Comm>comm).ob_mpi
         cdef MPI_Comm node = MPI_COMM_NULL
@@ -200,14 +227,8 @@ cdef class Queue:
         cdef int model_flag = 0
         cdef int *model = NULL
         cdef void *base = NULL
-        cdef int64_t i
-        r.owner = self.owner
-        r.rank = self.rank
-        r.capacity = self.capacity
-        r.slot_bytes = self.slot_bytes
-        r.free_off = free_off
-        r.payload_off = payload_off
-        r.nproducers = len(self.producers)
+        cdef int64_t i, entry
+        cdef int64_t *word
         with nogil:
             # The user's communicator, not a duplicate: MPI has a few thousand context ids per
             # process, and the window already takes one.  It must outlive the queue.
@@ -233,13 +254,14 @@ cdef class Queue:
                 CHKERR(MPI_Win_get_attr(r.win, MPI_WIN_MODEL, &model, &model_flag))
                 r.base = <char *>base if r.rank == r.owner else NULL
             if r.rank == r.owner:
-                # counters and ready words start at zero, every slot on the free list;
-                # the payload needs no clearing
-                memset(r.base, 0, <size_t>free_off)
-                for i in range(r.capacity):
-                    (<int64_t *>(r.base + free_off))[i] = i
-                r.head = r.head_published = r.capacity
-                (<int64_t *>(r.base + OFF_HEAD))[0] = r.capacity
+                # control and meta records start at zero (nothing sent, nothing closed);
+                # free-list record j hands slot j to ticket j; the payload needs no clearing
+                memset(r.base, 0, <size_t>r.free_base)
+                for i in range(r.nrings * r.capacity):
+                    word = owner_word(r, free_off(r, i // r.capacity, i % r.capacity))
+                    entry = free_entry(r, i % r.capacity, i % r.capacity)
+                    word[0] = entry
+                    word[1] = ~entry
             CHKERR(MPI_Win_lock_all(MPI_MODE_NOCHECK, r.win))
             CHKERR(MPI_Win_sync(r.win))
             CHKERR(MPI_Barrier(r.comm))
@@ -254,6 +276,8 @@ cdef class Queue:
         # No collective call here: a queue that was never freed leaks its window
         # until MPI_Finalize rather than risking a hang.
         PyMem_Free(self.c_shape)
+        PyMem_Free(self.ring.slots)
+        PyMem_Free(self.ring.rings)
 
     def __repr__(self):
         kind = (f"slot_bytes={self.slot_bytes}" if self.dtype is None
@@ -269,14 +293,22 @@ cdef class Queue:
             raise Closed(f"rank {self.rank}: {call} on queue {self.name!r}, which was freed")
         return 0
 
-    cdef int _enter(self, const char *call) except -1 nogil:
-        # put and get release the GIL; a second thread of this rank must not
-        # interleave with them (their per-rank state is not shared-safe).
-        if rdq_cas(&self.busy, 0, 1) != 0:
-            with gil:
-                raise RDQError(f"{self._where()}: {call.decode()} while another thread of this rank is inside "
-                               f"a put or get on this queue; use one thread per queue and rank")
-        return 0
+    cdef int _enter(self, const char *call, bint wait) except -1 nogil:
+        # put, get and close hold the queue for their whole duration, consumption of
+        # tickets and close's count included: a second thread of this rank that
+        # overlaps a put or get is refused, and a close waits for a put in progress.
+        cdef int64_t me = rdq_thread_id(), found, round = 0
+        while True:
+            found = rdq_cas(&self.busy, 0, me)
+            if found == 0:
+                return 0
+            if not wait or found == me:
+                with gil:
+                    raise RDQError(f"{self._where()}: {call.decode()} while "
+                                   f"{'this thread (a signal handler?)' if found == me else 'another thread of this rank'}"
+                                   f" is inside a put or get on this queue; use one thread per queue and rank")
+            rdq_backoff(round)
+            round += 1
 
     cdef void _leave(self) noexcept nogil:
         rdq_store_release(&self.busy, 0)
@@ -293,8 +325,9 @@ cdef class Queue:
     cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1:
         cdef bint waited = False
         cdef int sent = 0
-        self._enter("put()")
+        self._enter("put()", False)
         try:
+            self._check_put("put()")   # again, now that no close() of another thread can overlap
             if self.ring.shm and nbytes <= SMALL_PUT:
                 # No MPI call and no wait on this try: for a small message it is
                 # cheaper than the GIL hand-over around it.
@@ -328,8 +361,11 @@ cdef class Queue:
         if timeout != timeout:
             with gil:
                 raise ValueError(f"{self._where()}: put_nogil() timeout is NaN")
-        self._enter("put_nogil()")
+        self._enter("put_nogil()", False)
         try:
+            if self.closed:
+                with gil:
+                    self._check_put("put_nogil()")
             sent = ring_put(&self.ring, <const char *>data, nbytes, -1.0 if timeout < 0 else timeout, &waited)
         finally:
             self._leave()
@@ -442,9 +478,15 @@ cdef class Queue:
         if self.freed:
             with gil:
                 self._check_usable("close_nogil()")
-        if self.is_producer and not self.closed:
-            ring_add(&self.ring, OFF_CLOSED, 1)
-            self.closed = True
+        if not self.is_producer:
+            return 0
+        self._enter("close()", True)
+        try:
+            if not self.closed:
+                ring_close(&self.ring)
+                self.closed = True
+        finally:
+            self._leave()
         return 0
 
     def close(self):
@@ -456,8 +498,10 @@ cdef class Queue:
 
     # --- consumer side ---------------------------------------------------
 
-    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *count) except -1:
-        cdef int rc
+    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *ring, int64_t *count) except -1:
+        """Wait for k messages (ring_select); returns holding the queue (_leave after
+        taking them), or raises Empty, Closed, ValueError, having left it."""
+        cdef int what
         cdef bint waited = False
         self._check_usable(call)
         if self.rank != self.owner:
@@ -465,43 +509,62 @@ cdef class Queue:
                            f"{self.owner}, can get")
         if self.end_of_stream:
             raise Closed(f"{self._where()}: {call} after end of stream")
-        self._enter(call.encode())
+        self._enter(call.encode(), False)
         try:
             with nogil:
-                rc = ring_get(&self.ring, k, timeout, &waited, count)
-        finally:
+                what = ring_wait_select(&self.ring, k, timeout, &waited, ring, count)
+        except BaseException:
             self._leave()
+            raise
         if waited:
             self.empty_waits += 1
-        if rc == 0:
+        if what == SELECT_RING or what == SELECT_MIXED:
+            return what
+        self._leave()
+        if what == SELECT_NONE:
             raise Empty(f"{self._where()}: {'no message' if k == 1 else f'fewer than {k} messages'}" +
                         ("" if timeout == 0 else f" within {timeout} s"))
-        if rc == 2:
-            self.end_of_stream = True
-            raise Closed(f"{self._where()}: end of stream (all {self.ring.nproducers} producers closed)")
-        return 0
+        if what == SELECT_STUCK:
+            raise ValueError(f"{self._where()}: {call} would wait forever: {self.outstanding} slots are held by "
+                             f"unreleased messages or views, and the producers cannot send {k} more until "
+                             f"some are released (each producer's ring has {self.capacity} slots)")
+        self.end_of_stream = True
+        raise Closed(f"{self._where()}: end of stream (all {self.ring.nrings} producers closed)")
+
+    cdef int64_t _take_ticket(self, int64_t ring, int64_t *nbytes) except -1:
+        """Deliver the next ticket of a ring: returns its slot, with the message size in nbytes."""
+        cdef Ring *r = &self.ring
+        cdef RingOwner *o = &r.rings[ring]
+        cdef int64_t slot = ring_slot(r, ring, o.delivered)
+        if slot < 0:
+            raise RDQError(f"{self._where()}: internal error: ticket {o.delivered} of ring {ring} has no slot")
+        nbytes[0] = owner_word(r, meta_off(r, ring, o.delivered))[META_NBYTES]
+        o.delivered += 1
+        return slot
 
     def get(self, block=True, timeout=None):
         """Next message (owner only), as a zero-copy rdq.Message.
 
-        Raises rdq.Empty when block=False or the timeout passes first, and
-        rdq.Closed at end of stream (every producer closed, all delivered).
+        Producers are served round robin.  Raises rdq.Empty when block=False or
+        the timeout passes first, rdq.Closed at end of stream (every producer
+        closed, all delivered), and ValueError when no message can come because
+        the owner's own unreleased messages hold every slot they could use.
         """
         cdef Ring *r = &self.ring
-        cdef int64_t count, t
-        cdef int64_t *meta
-        cdef Message msg
-        self._wait_messages("get()", 1, _as_timeout(block, timeout, "get"), &count)
-        t = r.next_ticket
-        r.next_ticket += 1
-        meta = <int64_t *>(r.base + meta_off(r, t))
-        msg = Message.__new__(Message)
-        msg.queue = self
-        msg.slot = (<int64_t *>(r.base + free_off(r, t)))[0]
-        msg.data = slot_ptr(r, msg.slot)
-        msg.nbytes = meta[1]
-        msg.source = <int>meta[2]
-        msg.seq = meta[3]
+        cdef int64_t ring, count, nbytes
+        cdef Message msg = Message.__new__(Message)
+        self._wait_messages("get()", 1, _as_timeout(block, timeout, "get"), &ring, &count)
+        try:
+            msg.queue = self
+            msg.ring = ring
+            msg.seq = r.rings[ring].delivered
+            msg.slot = self._take_ticket(ring, &nbytes)
+            msg.nbytes = nbytes
+            ring_delivered(r, ring)
+        finally:
+            self._leave()
+        msg.source = self.producers[ring]
+        msg.data = slot_ptr(r, ring, msg.slot)
         if self.dtype is None:
             msg.ndim = 1
             msg.raw_dims[0] = msg.nbytes
@@ -520,45 +583,41 @@ cdef class Queue:
     def get_batch(self, k, block=True, timeout=None):
         """The next k messages (owner only) as one rdq.Batch of shape (k, *shape).
 
-        Zero-copy when their slots are consecutive in the window, which is always
+        The first producer (round robin) with k messages waiting gives them, and
+        the batch is zero-copy when their slots are consecutive, which is always
         the case when the owner takes only batches of k and k divides the
-        capacity; otherwise the rows are copied once (stats()["batch_copies"]).
-        At end of stream the last batch may be shorter; after it, rdq.Closed.
-        Raw-bytes queues batch messages of one size only (ValueError otherwise,
-        and the messages stay queued for get()).
+        capacity.  When no producer can ever have k waiting by itself (it closed
+        with fewer left, or unreleased views hold its slots), k messages are
+        taken across producers and copied once, as are non-consecutive slots
+        (stats()["batch_copies"]).  At end of stream the last batch may be
+        shorter; after it, rdq.Closed.  Raw-bytes queues batch messages of one
+        size only (ValueError otherwise, and the messages stay queued for get()).
         """
-        cdef Ring *r = &self.ring
-        cdef int64_t count, t, i, nb, first, row_bytes
-        cdef int64_t *meta
-        cdef bint contiguous = True
-        cdef Batch batch
-        cdef int ndim_row = 1 if self.dtype is None else self.ndim
-        if not isinstance(k, int) or k < 1 or k > self.capacity:
-            raise ValueError(f"{self._where()}: get_batch(k) needs 1 <= k <= capacity ({self.capacity}), got {k!r}")
-        if k > self.capacity - self.outstanding:
+        cdef int64_t ring, count, total = self.ring.nrings * self.capacity
+        cdef int what
+        if not isinstance(k, int) or k < 1 or k > total:
+            raise ValueError(f"{self._where()}: get_batch(k) needs 1 <= k <= {total} (producers x capacity), "
+                             f"got {k!r}")
+        if k > total - self.outstanding:
             raise ValueError(f"{self._where()}: get_batch({k}) would wait forever: {self.outstanding} of "
-                             f"{self.capacity} slots are held by unreleased messages or views")
-        self._wait_messages("get_batch()", k, _as_timeout(block, timeout, "get_batch"), &count)
-        t = r.next_ticket
-        nb = (<int64_t *>(r.base + meta_off(r, t)))[1]
-        first = (<int64_t *>(r.base + free_off(r, t)))[0]
-        sources = np.empty(count, np.int32)
-        seqs = np.empty(count, np.int64)
-        cdef int32_t[::1] src_view = sources
-        cdef int64_t[::1] seq_view = seqs
-        for i in range(count):
-            meta = <int64_t *>(r.base + meta_off(r, t + i))
-            if meta[1] != nb:
-                raise ValueError(f"{self._where()}: get_batch() on raw messages of different sizes "
-                                 f"({nb} and {meta[1]} bytes); they stay queued: take them with get()")
-            src_view[i] = <int32_t>meta[2]
-            seq_view[i] = meta[3]
-            contiguous = contiguous and (<int64_t *>(r.base + free_off(r, t + i)))[0] == first + i
-        batch = Batch.__new__(Batch)
+                             f"{total} slots are held by unreleased messages or views")
+        what = self._wait_messages("get_batch()", k, _as_timeout(block, timeout, "get_batch"), &ring, &count)
+        try:
+            batch = self._ring_batch(ring, count) if what == SELECT_RING else self._mixed_batch(ring, count)
+        finally:
+            self._leave()
+        self.n_gets += count
+        self.bytes_got += batch.nbytes
+        return batch
+
+    cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs):
+        """A Batch of count rows of nb bytes, its data not yet set."""
+        cdef Batch batch = Batch.__new__(Batch)
+        cdef int i
         batch.queue = self
         batch.sources = sources
         batch.seqs = seqs
-        batch.ndim = ndim_row + 1
+        batch.ndim = (1 if self.dtype is None else self.ndim) + 1
         batch.own_dims = <Py_ssize_t *>PyMem_Malloc(2 * batch.ndim * sizeof(Py_ssize_t))
         if batch.own_dims == NULL:
             raise MemoryError()
@@ -573,26 +632,91 @@ cdef class Queue:
                 batch.c_shape[i + 1] = self.c_shape[i]
                 batch.c_strides[i + 1] = self.c_strides[i]
         batch.nbytes = count * nb
-        if contiguous:
-            row_bytes = r.slot_bytes
-            batch.data = slot_ptr(r, first)
-            batch.first_slot = first
-            batch.pinned = count
-            self.outstanding += count
-        else:
-            row_bytes = nb
-            batch.rows = np.empty(count * nb, np.uint8)
-            batch.data = <char *><size_t>batch.rows.ctypes.data
-            for i in range(count):
-                slot = (<int64_t *>(r.base + free_off(r, t + i)))[0]
-                memcpy(batch.data + i * nb, slot_ptr(r, slot), <size_t>nb)
-                ring_return(r, slot)
-            self.batch_copies += 1
-        batch.c_strides[0] = row_bytes
-        r.next_ticket += count
-        self.n_gets += count
-        self.bytes_got += count * nb
         return batch
+
+    cdef int _check_sizes(self, int64_t nb, int64_t other) except -1:
+        if other != nb:
+            raise ValueError(f"{self._where()}: get_batch() on raw messages of different sizes "
+                             f"({nb} and {other} bytes); they stay queued: take them with get()")
+        return 0
+
+    cdef Batch _ring_batch(self, int64_t ring, int64_t count):
+        """count messages of one ring: zero-copy when their slots are consecutive."""
+        cdef Ring *r = &self.ring
+        cdef RingOwner *o = &r.rings[ring]
+        cdef int64_t t0 = o.delivered, first = ring_slot(r, ring, t0), i, nb, slot
+        cdef bint contiguous = True
+        cdef Batch batch
+        nb = owner_word(r, meta_off(r, ring, t0))[META_NBYTES]
+        for i in range(count):
+            self._check_sizes(nb, owner_word(r, meta_off(r, ring, t0 + i))[META_NBYTES])
+            contiguous = contiguous and ring_slot(r, ring, t0 + i) == first + i
+        batch = self._new_batch(count, nb, np.full(count, self.producers[ring], np.int32),
+                                np.arange(t0, t0 + count, dtype=np.int64))
+        ring_delivered(r, ring)
+        if not contiguous:
+            self._copy_rows(batch, &ring, &count, 1)
+            return batch
+        o.delivered += count
+        batch.ring = ring
+        batch.first_slot = first
+        batch.pinned = count
+        batch.data = slot_ptr(r, ring, first)
+        batch.c_strides[0] = r.slot_bytes
+        self.outstanding += count
+        return batch
+
+    cdef Batch _mixed_batch(self, int64_t lead, int64_t count):
+        """count messages across rings, round robin from lead (or the round robin's
+        place, when lead < 0), copied once."""
+        cdef Ring *r = &self.ring
+        cdef int64_t[::1] rings = np.empty(r.nrings, np.int64)
+        cdef int64_t[::1] takes = np.empty(r.nrings, np.int64)
+        cdef int64_t need = count, n = 0, j, ring, i, nb = -1, at = 0
+        cdef RingOwner *o
+        sources = np.empty(count, np.int32)
+        seqs = np.empty(count, np.int64)
+        for j in range(r.nrings):
+            if need == 0:
+                break
+            ring = ((lead if lead >= 0 else r.next_ring) + j) % r.nrings
+            o = &r.rings[ring]
+            if o.verified == o.delivered:
+                continue
+            rings[n] = ring
+            takes[n] = min(o.verified - o.delivered, need)
+            for i in range(takes[n]):
+                if nb < 0:
+                    nb = owner_word(r, meta_off(r, ring, o.delivered))[META_NBYTES]
+                self._check_sizes(nb, owner_word(r, meta_off(r, ring, o.delivered + i))[META_NBYTES])
+                sources[at] = self.producers[ring]
+                seqs[at] = o.delivered + i
+                at += 1
+            need -= takes[n]
+            n += 1
+        batch = self._new_batch(at, nb, sources[:at], seqs[:at])
+        self._copy_rows(batch, &rings[0], &takes[0], n)
+        ring_delivered(r, rings[n - 1])
+        for j in range(n):
+            r.rings[rings[j]].passed = False
+        return batch
+
+    cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1:
+        """Fill a batch with copies of takes[j] messages of rings[j], and give their slots back."""
+        cdef Ring *r = &self.ring
+        cdef int64_t j, i, slot, nb = batch.nbytes // batch.c_shape[0], row = 0
+        cdef char *dst
+        batch.rows = np.empty(batch.nbytes, np.uint8)
+        batch.data = dst = <char *><size_t>batch.rows.ctypes.data
+        batch.c_strides[0] = nb
+        for j in range(n):
+            for i in range(takes[j]):
+                slot = self._take_ticket(rings[j], &nb)
+                memcpy(dst + row * nb, slot_ptr(r, rings[j], slot), <size_t>nb)
+                ring_return(r, rings[j], slot)
+                row += 1
+        self.batch_copies += 1
+        return 0
 
     def __iter__(self):
         return self
@@ -615,6 +739,8 @@ cdef class Queue:
             "full_waits": self.full_waits, "empty_waits": self.empty_waits,
             "sampled_out": self.sampled_out, "batch_copies": self.batch_copies,
             "outstanding": self.outstanding, "live_exports": self.exports,
+            "mpi_puts": self.ring.calls.puts, "mpi_gets": self.ring.calls.gets,
+            "mpi_flushes": self.ring.calls.flushes, "mpi_syncs": self.ring.calls.syncs,
         }
 
     def free(self):

@@ -1,120 +1,324 @@
-# The ring protocol: what the owner's window holds and how producers and the
-# consumer move through it.
+# The multi-ring protocol: how producers and the owner move through the window
+# (layout.pxi says where everything is; docs/protocol.md argues why it is correct,
+# and tests/model/multiring_model.py checks it by exhaustive interleaving).
 #
-# Window layout (bytes, all words int64; counters each on its own cache line):
-#   0         tail     tickets handed out; producers take one with compare-and-swap
-#   64        head     entries ever written to the free list; written by the consumer only
-#   128       closed   producers that have closed; each producer adds 1 once
-#   192       meta     capacity records of META_BYTES, by ticket % capacity: ready
-#                      (ticket + 1 once published), nbytes, source rank, sequence number
-#   free_off  free     capacity slot numbers, by ticket % capacity: ticket t writes
-#                      into slot free[t % capacity]
-#   ...       payload  capacity dense slots of slot_bytes, so consecutive slots are
-#                      one (k, *shape) array
+# Each producer writes only into its own ring; the owner writes only the free
+# lists.  No word has two writers, so there is no read-modify-write and no MPI
+# atomic anywhere: on the rma transport a put is MPI_Put + MPI_Win_flush, which
+# MPICH and Open MPI complete without the owner's help, and a producer reads the
+# owner's free list (MPI_Get) only when its cached credit is used up.
 #
-# Tickets order the messages; the free list maps each ticket to a slot.  A
-# producer takes ticket t only when t < head, so its slot is free the moment the
-# ticket is taken and nothing after the swap can block: a non-blocking put or a
-# timeout never leaves a hole.  It writes metadata and payload, completes them
-# (flush), then publishes ready = t + 1.  The consumer delivers tickets in order;
-# a slot goes back by appending it to the free list, in any order, so a view
-# held for a long time pins its own slot and nothing else.  Released in order,
-# slots come back in order, and consecutive tickets get consecutive slots.
-#
-# Two ways to touch the owner's memory, chosen once per queue (collectively):
-#   shm: every rank shares the owner's node; the window comes from
-#        MPI_Win_allocate_shared and all ranks use load/store and CPU atomics.
-#   rma: MPI_Win_allocate; every access by every rank, the owner's own included,
-#        goes through MPI (Compare_and_swap, Fetch_and_op, Accumulate, Put).
-# The two are never mixed on one queue, because an MPI atomic need not be
-# atomic with respect to a CPU atomic on the same word.
+# The same steps run on two memory backends, chosen once per queue:
+#   shm: every rank maps the owner's segment (MPI_Win_allocate_shared): memcpy,
+#        loads and stores, a release store of the stamp publishes a message.
+#   rma: MPI_Put / MPI_Get / MPI_Win_flush into MPI_Win_allocate memory.  Puts
+#        land in any order and byte by byte, so every record another rank reads
+#        carries its own check (docs/protocol.md, "What rdq relies on").
 
 cdef enum:
-    OFF_TAIL = 0
-    OFF_HEAD = 64
-    OFF_CLOSED = 128
-    OFF_META = 192
-    META_BYTES = 32
-    META_READY = 0
-    META_NBYTES = 8
-    MAX_PUT_CHUNK = 1 << 30   # MPI_Put counts are C ints
+    CHECKED_MAX = 16384     # rma messages up to this size are hashed, not flushed twice
+    FETCH_MAX = 256         # free-list records read per credit refresh
+    MAX_PUT_CHUNK = 1 << 30 # MPI counts are C ints
+
+cdef double BATCH_GRACE_S = 0.02    # quiet time after which a batch mixes producers (ring_select)
+
+cdef enum Selection:
+    SELECT_NONE = 0         # nothing to deliver yet
+    SELECT_RING = 1         # count tickets of one ring
+    SELECT_MIXED = 2        # count tickets across rings, to be copied
+    SELECT_END = 3          # every producer closed and everything was delivered
+    SELECT_STUCK = 4        # cannot be met until the owner releases views
 
 
-cdef inline MPI_Aint meta_off(Ring *r, int64_t ticket) noexcept nogil:
-    return OFF_META + (ticket % r.capacity) * META_BYTES
+# --- moving bytes ---------------------------------------------------------
 
-
-cdef inline MPI_Aint free_off(Ring *r, int64_t ticket) noexcept nogil:
-    return r.free_off + (ticket % r.capacity) * 8
-
-
-cdef inline char *slot_ptr(Ring *r, int64_t slot) noexcept nogil:
-    """Address of a slot on the owner."""
-    return r.base + r.payload_off + slot * r.slot_bytes
-
-
-cdef int ring_read(Ring *r, MPI_Aint off, int64_t *out) except -1 nogil:
-    cdef int64_t dummy = 0
-    if r.shm:
-        out[0] = rdq_load_acquire(r.base + off)
-        return 0
-    CHKERR(MPI_Fetch_and_op(&dummy, out, MPI_INT64_T, r.owner, off, MPI_NO_OP, r.win))
-    return CHKERR(MPI_Win_flush(r.owner, r.win))
-
-
-cdef int ring_write(Ring *r, MPI_Aint off, int64_t value) except -1 nogil:
-    if r.shm:
-        rdq_store_release(r.base + off, value)
-        return 0
-    CHKERR(MPI_Accumulate(&value, 1, MPI_INT64_T, r.owner, off, 1, MPI_INT64_T, MPI_REPLACE, r.win))
-    return CHKERR(MPI_Win_flush(r.owner, r.win))
-
-
-cdef int ring_cas(Ring *r, MPI_Aint off, int64_t expected, int64_t desired, int64_t *found) except -1 nogil:
-    if r.shm:
-        found[0] = rdq_cas(r.base + off, expected, desired)
-        return 0
-    CHKERR(MPI_Compare_and_swap(&desired, &expected, found, MPI_INT64_T, r.owner, off, r.win))
-    return CHKERR(MPI_Win_flush(r.owner, r.win))
-
-
-cdef int ring_add(Ring *r, MPI_Aint off, int64_t value) except -1 nogil:
-    cdef int64_t old = 0
-    if r.shm:
-        rdq_fetch_add(r.base + off, value)
-        return 0
-    CHKERR(MPI_Fetch_and_op(&value, &old, MPI_INT64_T, r.owner, off, MPI_SUM, r.win))
-    return CHKERR(MPI_Win_flush(r.owner, r.win))
-
-
-cdef int ring_copy_in(Ring *r, MPI_Aint off, const char *src, int64_t n) except -1 nogil:
-    """Write n bytes at off; complete only after ring_flush (rma)."""
+cdef int rma_put(Ring *r, MPI_Aint off, const char *src, int64_t n) except -1 nogil:
+    """Start writing n bytes at off in the owner's window; complete after rma_flush."""
     cdef int64_t done = 0, chunk
-    if r.shm:
-        memcpy(r.base + off, src, <size_t>n)
-        return 0
     while done < n:
         chunk = min(n - done, <int64_t>MAX_PUT_CHUNK)
         CHKERR(MPI_Put(<void *>(src + done), <int>chunk, MPI_BYTE, r.owner, off + done,
                        <int>chunk, MPI_BYTE, r.win))
+        r.calls.puts += 1
         done += chunk
     return 0
 
 
-cdef int ring_publish_head(Ring *r) except -1 nogil:
-    """Let producers see the slots the consumer has returned (owner only)."""
-    if r.head != r.head_published:
-        CHKERR(MPI_Win_sync(r.win))   # the free-list entries, stored locally, before the head
-        ring_write(r, OFF_HEAD, r.head)
-        r.head_published = r.head
+cdef int rma_get(Ring *r, MPI_Aint off, char *dst, int64_t n) except -1 nogil:
+    CHKERR(MPI_Get(dst, <int>n, MPI_BYTE, r.owner, off, <int>n, MPI_BYTE, r.win))
+    r.calls.gets += 1
     return 0
 
 
+cdef int rma_flush(Ring *r) except -1 nogil:
+    CHKERR(MPI_Win_flush(r.owner, r.win))
+    r.calls.flushes += 1
+    return 0
+
+
+cdef inline uint64_t header_check(int64_t ring, const int64_t *meta) noexcept nogil:
+    return rdq_hash(meta, 3 * 8, <uint64_t>ring)
+
+
+# --- producer ---------------------------------------------------------------
+
+cdef int64_t ring_fetch_start(Ring *r, int64_t sent) except -1 nogil:
+    """Start reading the free-list records of the tickets past credit_upto into r.fetched
+    (rma: complete at the next flush).  Returns how many: those of tickets below
+    sent + capacity, at most FETCH_MAX; later ones cannot be valid yet."""
+    cdef int64_t first = r.credit_upto, n, at, head, i
+    cdef int64_t *word
+    n = min(sent + r.capacity - first, <int64_t>FETCH_MAX)
+    if n <= 0:
+        return 0
+    if r.shm:
+        for i in range(n):
+            word = owner_word(r, free_off(r, r.ring, first + i))
+            r.fetched[2 * i] = rdq_load_acquire(word)
+            r.fetched[2 * i + 1] = rdq_load_acquire(word + 1)
+        return n
+    at = first % r.capacity
+    head = min(n, r.capacity - at)
+    rma_get(r, free_off(r, r.ring, first), <char *>r.fetched, head * FREE_BYTES)
+    if n > head:
+        rma_get(r, free_off(r, r.ring, 0), <char *>(r.fetched + 2 * head), (n - head) * FREE_BYTES)
+    return n
+
+
+cdef void ring_fetch_finish(Ring *r, int64_t n) noexcept nogil:
+    """Take the valid prefix of the n fetched records: their slots are this producer's credit."""
+    cdef int64_t first = r.credit_upto, i, slot
+    for i in range(n):
+        slot = free_slot(r, first + i, r.fetched[2 * i], r.fetched[2 * i + 1])
+        if slot < 0:
+            break
+        r.slots[(first + i) % r.capacity] = slot
+        r.credit_upto = first + i + 1
+
+
+cdef int ring_refresh(Ring *r) except -1 nogil:
+    """Learn the slots the owner has handed back since the last look."""
+    cdef int64_t n = ring_fetch_start(r, r.next_seq)
+    if n and not r.shm:
+        rma_flush(r)
+    ring_fetch_finish(r, n)
+    return 0
+
+
+cdef int ring_write(Ring *r, int64_t t, const char *src, int64_t nbytes) except -1 nogil:
+    """Write ticket t (credit known) into its slot and publish it."""
+    cdef int64_t slot = r.slots[t % r.capacity]
+    cdef int64_t meta[4]
+    cdef int64_t *owner_meta
+    cdef bint checked = nbytes <= CHECKED_MAX
+    cdef int64_t fetching = 0
+    if r.shm:
+        owner_meta = owner_word(r, meta_off(r, r.ring, t))
+        memcpy(slot_ptr(r, r.ring, slot), src, <size_t>nbytes)
+        owner_meta[META_NBYTES] = nbytes
+        rdq_store_release(owner_meta + META_STAMP, t + 1)
+        return 0
+    meta[META_STAMP] = t + 1
+    meta[META_NBYTES] = nbytes
+    meta[META_PAYLOAD_CHECK] = <int64_t>rdq_hash(src, nbytes, <uint64_t>r.ring) if checked else 0
+    meta[META_HEADER_CHECK] = <int64_t>header_check(r.ring, meta)
+    rma_put(r, slot_off(r, r.ring, slot), src, nbytes)
+    if not checked:
+        rma_flush(r)   # a large payload is complete before its meta record is sent
+    rma_put(r, meta_off(r, r.ring, t), <const char *>meta, META_BYTES)
+    if t + 1 >= r.credit_upto:
+        # the next put needs new credit: read it now and let this flush complete it too,
+        # so that a producer the owner keeps up with makes one flush per message
+        fetching = ring_fetch_start(r, t + 1)
+    rma_flush(r)
+    ring_fetch_finish(r, fetching)
+    return 0
+
+
+cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
+    """Send one message. Returns 1 when sent, 0 when no slot came back in time
+    (then nothing was written: a timeout leaves no trace)."""
+    cdef int64_t t = r.next_seq, round = 0
+    cdef double deadline = 0
+    while t >= r.credit_upto:
+        ring_refresh(r)
+        if t < r.credit_upto:
+            break
+        waited[0] = True
+        if past_deadline(timeout, &deadline):
+            return 0
+        ring_wait(r, round)
+        round += 1
+    ring_write(r, t, src, nbytes)
+    r.next_seq = t + 1
+    return 1
+
+
+cdef int ring_close(Ring *r) except -1 nogil:
+    """Tell the owner this producer sent next_seq messages (after the last one completed)."""
+    cdef int64_t record[2]
+    cdef int64_t *word
+    record[0] = r.next_seq + 1
+    record[1] = ~record[0]
+    if r.shm:
+        word = owner_word(r, ctrl_off(r, r.ring))
+        rdq_store_release(word + 1, record[1])
+        rdq_store_release(word, record[0])
+        return 0
+    rma_put(r, ctrl_off(r, r.ring), <const char *>record, sizeof(record))
+    return rma_flush(r)
+
+
+# --- owner --------------------------------------------------------------------
+
+cdef int64_t ring_slot(Ring *r, int64_t ring, int64_t t) noexcept nogil:
+    """The slot the owner handed to ticket t of a ring, or -1 when it has not yet."""
+    cdef int64_t *word = owner_word(r, free_off(r, ring, t))
+    return free_slot(r, t, rdq_load_acquire(word), rdq_load_acquire(word + 1))
+
+
+cdef bint ring_ready(Ring *r, int64_t ring, int64_t t) noexcept nogil:
+    """Whether ticket t of a ring is complete in the window (owner)."""
+    cdef int64_t *word = owner_word(r, meta_off(r, ring, t))
+    cdef int64_t meta[4]
+    cdef int64_t slot
+    cdef int i
+    if r.shm:
+        return rdq_load_acquire(word + META_STAMP) == t + 1
+    if rdq_load_relaxed(word + META_STAMP) != t + 1:
+        return False
+    for i in range(4):
+        meta[i] = rdq_load_relaxed(word + i)
+    if (meta[META_STAMP] != t + 1 or <uint64_t>meta[META_HEADER_CHECK] != header_check(ring, meta)
+            or meta[META_NBYTES] < 0 or meta[META_NBYTES] > r.slot_bytes):
+        return False
+    if meta[META_NBYTES] > CHECKED_MAX:
+        return True
+    slot = ring_slot(r, ring, t)
+    return slot >= 0 and <uint64_t>meta[META_PAYLOAD_CHECK] == rdq_hash(
+        slot_ptr(r, ring, slot), meta[META_NBYTES], <uint64_t>ring)
+
+
+cdef int64_t ring_count_ready(Ring *r, int64_t ring, int64_t limit) noexcept nogil:
+    """Complete tickets of a ring from the next one to deliver on, up to limit (owner)."""
+    cdef RingOwner *o = &r.rings[ring]
+    while o.verified - o.delivered < limit and ring_ready(r, ring, o.verified):
+        o.verified += 1
+    return min(o.verified - o.delivered, limit)
+
+
+cdef int64_t ring_closed_count(Ring *r, int64_t ring) noexcept nogil:
+    """How many messages the ring's producer sent before it closed, or -1 while it has not."""
+    cdef RingOwner *o = &r.rings[ring]
+    cdef int64_t *word
+    cdef int64_t closed
+    if o.closed == 0:
+        word = owner_word(r, ctrl_off(r, ring))
+        closed = rdq_load_acquire(word)
+        if closed > 0 and rdq_load_acquire(word + 1) == ~closed:
+            o.closed = closed
+    return o.closed - 1
+
+
+cdef Selection ring_select(Ring *r, int64_t k, bint patient, int64_t *ring_out, int64_t *count) noexcept nogil:
+    """What to deliver next, for k messages (owner); docs/protocol.md says why.
+
+    Rings are visited round robin from r.next_ring.  A ring leads when it has k
+    complete tickets, or its producer closed and all it has left is complete (a
+    shorter last batch), or it was passed over with a message waiting and nothing
+    new arrived in it for BATCH_GRACE_S: it gives its
+    own (zero-copy) when it can.  Otherwise k complete tickets are taken from
+    it and the rings after it and copied: by a ring that was passed over, or
+    when k are there and none arrived for BATCH_GRACE_S (or the caller does not
+    wait), so that a batch does not wait forever for one producer."""
+    cdef int64_t j, ring, ready, left, held, total = 0, reachable = 0, arrivals = 0, lead = -1
+    cdef bint closed_limits_all = True
+    cdef double now = 0
+    cdef RingOwner *o
+    for j in range(r.nrings):
+        ring = (r.next_ring + j) % r.nrings
+        o = &r.rings[ring]
+        ready = ring_count_ready(r, ring, k)
+        left = ring_closed_count(r, ring)
+        left = left - o.delivered if left >= 0 else INT64_MAX
+        if ready and lead < 0 and o.passed and now == 0:
+            now = rdq_now()
+        if ready and lead < 0 and (ready >= k or ready == left or
+                                   (o.passed and now - o.seen_time >= BATCH_GRACE_S)):
+            lead = ring
+            if ready >= k or ready == left:
+                ring_out[0] = ring
+                count[0] = min(ready, k)
+                return SELECT_RING
+        total += ready
+        arrivals += o.verified
+        held = o.delivered - o.returned
+        reachable += min(left, r.capacity - held)   # without a release by the owner
+        closed_limits_all = closed_limits_all and left <= r.capacity - held
+    if total == 0 and closed_limits_all:
+        return SELECT_END
+    if total < k:
+        return SELECT_NONE if total < reachable else SELECT_STUCK
+    if lead < 0 and patient:
+        now = rdq_now()
+        if arrivals != r.arrivals:
+            r.arrivals = arrivals
+            r.arrival_time = now
+            return SELECT_NONE
+        if now - r.arrival_time < BATCH_GRACE_S:
+            return SELECT_NONE
+    ring_out[0] = lead          # where the copy starts (-1: the round robin's place)
+    count[0] = k
+    return SELECT_MIXED
+
+
+cdef void ring_delivered(Ring *r, int64_t ring) noexcept nogil:
+    """After a delivery from ring: the round robin moves past it, and every other ring with a
+    message waiting notes that it was passed over, and when a message last arrived in it (a ring
+    whose producer still sends is not stuck: it will have k)."""
+    cdef int64_t j
+    cdef double now = 0
+    cdef RingOwner *o
+    for j in range(r.nrings):
+        o = &r.rings[j]
+        o.passed = j != ring and o.verified > o.delivered
+        if o.verified != o.seen:
+            if now == 0:
+                now = rdq_now()
+            o.seen = o.verified
+            o.seen_time = now
+    r.next_ring = (ring + 1) % r.nrings
+
+
+cdef void ring_return(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
+    """Hand a delivered slot back to its ring's producer (owner; any thread).
+
+    No MPI call, so it is safe from buffer and DLPack deleters: producers read the
+    free list with MPI_Get (rma) or loads (shm).  The lock serializes threads that
+    release at once; each record is written check first, so a reader that sees the
+    new entry with the old check rejects it."""
+    cdef RingOwner *o = &r.rings[ring]
+    cdef int64_t entry, round = 0
+    cdef int64_t *word
+    while rdq_cas(&r.return_lock, 0, 1) != 0:
+        rdq_backoff(round)
+        round += 1
+    entry = free_entry(r, o.returned + r.capacity, slot)
+    word = owner_word(r, free_off(r, ring, o.returned))
+    rdq_store_release(word + 1, ~entry)
+    rdq_store_release(word, entry)
+    o.returned += 1
+    rdq_store_release(&r.return_lock, 0)
+
+
+# --- waiting --------------------------------------------------------------------
+
 cdef int ring_wait(Ring *r, int64_t round) except -1 nogil:
-    """One step of waiting: drive MPI progress (rma), back off, and let Ctrl-C through."""
+    """One step of waiting: serve MPI progress (rma), back off, let Ctrl-C through."""
     cdef int flag = 0
     if not r.shm:
-        # Passive-target RMA may progress only while the target is inside MPI.
+        # Other queues of this rank may need it: an MPI that completes some operations
+        # only with the target's help progresses them while the target is inside MPI.
         CHKERR(MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, r.comm, &flag, MPI_STATUS_IGNORE))
     if round > 0 and round % 2048 == 0:   # about every 100 ms once napping
         with gil:
@@ -135,92 +339,25 @@ cdef inline bint past_deadline(double timeout, double *deadline) noexcept nogil:
     return rdq_now() >= deadline[0]
 
 
-cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
-    """Send one message. Returns 1 when sent, 0 when no slot freed up in time."""
-    cdef int64_t t = r.tail_guess, found, slot, round = 0
-    cdef int64_t meta[3]
+cdef int ring_wait_select(Ring *r, int64_t k, double timeout, bint *waited,
+                          int64_t *ring_out, int64_t *count) except -1 nogil:
+    """ring_select until it finds something or the timeout passes (owner)."""
     cdef double deadline = 0
+    cdef int64_t round = 0
+    cdef int what
     while True:
-        if t >= r.head_cache:
-            if r.rank == r.owner:
-                ring_publish_head(r)
-            ring_read(r, OFF_HEAD, &r.head_cache)
-            if t >= r.head_cache:
-                waited[0] = True
-                if past_deadline(timeout, &deadline):
-                    return 0
-                ring_wait(r, round)
-                round += 1
-                continue
-        ring_cas(r, OFF_TAIL, t, t + 1, &found)
-        if found == t:
+        what = ring_select(r, k, timeout != 0, ring_out, count)
+        if what != SELECT_NONE:
             break
-        t = found
-    r.tail_guess = t + 1
-    ring_read(r, free_off(r, t), &slot)
-    meta[0] = nbytes
-    meta[1] = r.rank
-    meta[2] = r.next_seq
-    ring_copy_in(r, meta_off(r, t) + META_NBYTES, <const char *>meta, sizeof(meta))
-    ring_copy_in(r, r.payload_off + slot * r.slot_bytes, src, nbytes)
-    if not r.shm:
-        CHKERR(MPI_Win_flush(r.owner, r.win))   # data complete at the owner before it is published
-    ring_write(r, meta_off(r, t) + META_READY, t + 1)
-    r.next_seq += 1
-    return 1
-
-
-cdef int ring_wait_ready(Ring *r, int64_t t, double timeout, double *deadline, bint *waited) except -1 nogil:
-    """Wait until ticket t is published (owner only). Returns 1 when it is, 0 when
-    the deadline passed first, 2 when it never will be (every producer closed)."""
-    cdef int64_t ready, closed, tail, round = 0
-    while True:
-        ring_read(r, meta_off(r, t) + META_READY, &ready)
-        if ready == t + 1:
-            return 1
-        # closed first: once every producer has closed, tail is final
-        ring_read(r, OFF_CLOSED, &closed)
-        if closed >= r.nproducers:
-            ring_read(r, OFF_TAIL, &tail)
-            if tail <= t:
-                return 2
         waited[0] = True
-        if past_deadline(timeout, deadline):
-            return 0
+        if past_deadline(timeout, &deadline):
+            break
         ring_wait(r, round)
         round += 1
-
-
-cdef int ring_get(Ring *r, int64_t k, double timeout, bint *waited, int64_t *count) except -1 nogil:
-    """Wait for the next k tickets (owner only); does not deliver them yet.
-    Returns 1 with count = k, or fewer when the stream ended after them; 0 when
-    not all k came in time (nothing consumed); 2 at end of stream."""
-    cdef double deadline = 0
-    cdef int64_t i
-    cdef int rc = 1
-    ring_publish_head(r)
-    for i in range(k):
-        rc = ring_wait_ready(r, r.next_ticket + i, timeout, &deadline, waited)
-        if rc != 1:
-            break
-    else:
-        i = k
-    if rc == 0:
-        return 0
-    if i == 0:
-        return 2
-    if not r.shm:
-        CHKERR(MPI_Win_sync(r.win))   # the payload written by MPI_Put is visible to loads
-    count[0] = i
-    return 1
-
-
-cdef void ring_return(Ring *r, int64_t slot) noexcept nogil:
-    """Give a delivered slot back (owner only). Makes no MPI call, so it is safe
-    from buffer and DLPack deleters; on the rma path the new head is published
-    by the owner's next rdq call."""
-    (<int64_t *>(r.base + free_off(r, r.head)))[0] = slot
-    r.head += 1
-    if r.shm:
-        rdq_store_release(r.base + OFF_HEAD, r.head)
-        r.head_published = r.head
+    if what == SELECT_RING or what == SELECT_MIXED:
+        if not r.shm:
+            CHKERR(MPI_Win_sync(r.win))   # what MPI_Put wrote is visible to the owner's loads
+            r.calls.syncs += 1
+        else:
+            rdq_fence_acquire()
+    return what

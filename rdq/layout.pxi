@@ -1,0 +1,68 @@
+# The owner's window: every region and offset in one place (docs/protocol.md).
+#
+#   control   nrings records of CTRL_BYTES: closed = n + 1, closed_check = ~closed
+#   meta      nrings x capacity records of META_BYTES, by ticket % capacity:
+#             stamp = ticket + 1, nbytes, payload_check, header_check
+#   free      nrings x capacity records of FREE_BYTES, by ticket % capacity:
+#             entry = lapbase(ticket) + slot + 1, entry_check = ~entry
+#   payload   nrings x capacity dense slots of slot_bytes (64-byte aligned start), so
+#             consecutive slots of one ring are one (k, *shape) array
+#
+# Ring i belongs to producers[i]; each word above has one writer (the ring's producer,
+# or the owner for the free list).
+
+cdef enum:
+    CTRL_BYTES = 64
+    META_BYTES = 32
+    FREE_BYTES = 16
+    META_STAMP = 0          # word indices in a meta record
+    META_NBYTES = 1
+    META_PAYLOAD_CHECK = 2
+    META_HEADER_CHECK = 3
+
+
+def window_layout(nrings, capacity, slot_bytes):
+    """(meta_base, free_base, payload_base, total bytes) of a queue's window."""
+    records = nrings * capacity
+    meta_base = nrings * CTRL_BYTES
+    free_base = meta_base + records * META_BYTES
+    payload_base = (free_base + records * FREE_BYTES + 63) // 64 * 64
+    return meta_base, free_base, payload_base, payload_base + records * slot_bytes
+
+
+cdef inline MPI_Aint ctrl_off(Ring *r, int64_t ring) noexcept nogil:
+    return ring * CTRL_BYTES
+
+
+cdef inline MPI_Aint meta_off(Ring *r, int64_t ring, int64_t ticket) noexcept nogil:
+    return r.meta_base + (ring * r.capacity + ticket % r.capacity) * META_BYTES
+
+
+cdef inline MPI_Aint free_off(Ring *r, int64_t ring, int64_t ticket) noexcept nogil:
+    return r.free_base + (ring * r.capacity + ticket % r.capacity) * FREE_BYTES
+
+
+cdef inline MPI_Aint slot_off(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
+    return r.payload_base + (ring * r.capacity + slot) * r.slot_bytes
+
+
+cdef inline char *slot_ptr(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
+    """Address of a slot in the owner's own memory (owner only)."""
+    return r.base + slot_off(r, ring, slot)
+
+
+cdef inline int64_t *owner_word(Ring *r, MPI_Aint off) noexcept nogil:
+    return <int64_t *>(r.base + off)
+
+
+cdef inline int64_t free_entry(Ring *r, int64_t ticket, int64_t slot) noexcept nogil:
+    """The free-list word that hands slot to ticket: the lap makes last lap's entry invalid."""
+    return ticket - ticket % r.capacity + slot + 1
+
+
+cdef inline int64_t free_slot(Ring *r, int64_t ticket, int64_t entry, int64_t check) noexcept nogil:
+    """The slot a free-list record hands to ticket, or -1 when it does not (yet, or torn)."""
+    cdef int64_t slot = entry - 1 - (ticket - ticket % r.capacity)
+    if check != ~entry or slot < 0 or slot >= r.capacity:
+        return -1
+    return slot
