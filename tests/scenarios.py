@@ -274,7 +274,8 @@ def scenario_timeouts(argv):
             waited = time.monotonic() - t0
             check(waited >= kwargs.get("timeout", 0) and waited < 5, f"get({kwargs}) waited {waited:.3f} s")
     comm.Barrier()
-    # Ranks take turns filling the ring, so each one meets it full.
+    # Ranks take turns filling their rings: each one has `cap` slots of its own, whatever the
+    # others did, and meets its own ring full.
     sent = 0
     for turn in range(size):
         if rank == turn:
@@ -293,7 +294,7 @@ def scenario_timeouts(argv):
                 check(time.monotonic() - t0 >= 0.2, "put(timeout=0.2) gave up early")
                 check(f"rank {rank}" in str(exc), f"error does not name the rank: {exc}")
         comm.Barrier()
-    check((rank == 0 and sent == cap) or (rank > 0 and sent == 0), f"rank {rank} sent {sent} into a full ring")
+    check(sent == cap, f"rank {rank} sent {sent} into its ring of {cap} slots")
     # Now the owner drains while everybody sends 10 more (blocking).
     if rank == owner:
         got = {}
@@ -312,7 +313,7 @@ def scenario_timeouts(argv):
                 check_typed(np.asarray(m).copy(), m.source, m.seq)
                 got[m.source] = got.get(m.source, 0) + 1
                 check(m.seq == got[m.source] - 1, "order")
-        want = {r: 10 + (cap if r == 0 else 0) for r in range(size)}
+        want = {r: 10 + cap for r in range(size)}
         check(got == want, f"got {got}, want {want}")
     else:
         for extra in range(10):
@@ -466,7 +467,10 @@ def check_batch(rows, sources, seqs, next_seq):
 
 
 def scenario_batches(argv):
-    """Zero-copy batches from many producers; one batch held across many wrap-arounds."""
+    """Zero-copy batches from many producers; one batch held across many wrap-arounds.
+
+    The owner is the slower side (it naps after each batch), as a trainer is: producers then keep
+    k messages waiting in their rings, and every batch is one producer's, zero-copy."""
     k, count = 4, 300
     owner = size - 1
     producers = [r for r in range(size) if r != owner] or [owner]
@@ -495,6 +499,7 @@ def scenario_batches(argv):
                 held = (rows, rows.copy())      # pinned while the other slots cycle
             del rows
             b.release()
+            time.sleep(0.002)
             say(f"consumer: {received} received")
         check(received == count * len(producers), f"received {received}")
         check(np.array_equal(*held), "a held batch was overwritten")
@@ -629,6 +634,199 @@ def scenario_fail(argv):
                 if who == "consumer" and n == 50:
                     time.sleep(0.5)            # let the producers block on the full ring
                     raise RuntimeError(f"consumer rank {rank} failed on purpose")
+
+
+# --- the multi-ring protocol (docs/protocol.md) ----------------------------------------------
+
+def scenario_full_ring_others_flow(argv):
+    """One producer's ring is full (the owner holds all its messages) while the others keep flowing."""
+    owner, blocked, cap, count = size - 1, 0, 4, 200
+    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64,
+                  producers=range(size - 1))
+    if rank == blocked:
+        for seq in range(cap):
+            q.put(typed_payload(rank, seq))
+        say("blocked producer: ring full")
+        try:
+            q.put(typed_payload(rank, cap), timeout=0.3)
+            check(False, "put into a full ring returned")
+        except rdq.Full:
+            pass
+        comm.Barrier()                                   # the owner has seen everyone else's messages
+        for seq in range(cap, cap + count):              # and now released the held ones
+            q.put(typed_payload(rank, seq))
+        q.close()
+    elif rank != owner:
+        for seq in range(count):
+            q.put(typed_payload(rank, seq))
+        q.close()
+    else:
+        held, got = [], {r: 0 for r in range(size - 1)}
+        while sum(got.values()) - got[blocked] < count * (size - 2) or got[blocked] < cap:
+            m = q.get()
+            check_typed(np.asarray(m), m.source, m.seq)
+            check(m.seq == got[m.source], f"order: {m.source} seq {m.seq}, want {got[m.source]}")
+            got[m.source] += 1
+            if m.source == blocked:
+                held.append(m)                            # the blocked producer's ring stays full
+            else:
+                m.release()
+        say(f"owner: others done while holding {len(held)}")
+        comm.Barrier()
+        for m in held:
+            m.release()
+        for m in q:
+            with m:
+                check_typed(np.asarray(m), m.source, m.seq)
+                check(m.seq == got[m.source], "order after release")
+                got[m.source] += 1
+        check(got == {r: count + (cap if r == blocked else 0) for r in range(size - 1)}, f"got {got}")
+    if rank not in (owner, blocked):
+        comm.Barrier()
+    q.free()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+def scenario_owner_computes(argv):
+    """Producers whose rings have room complete their puts while the owner computes with numpy,
+    making no rdq or MPI call for 2 s: a put must not need the owner."""
+    owner, cap, busy = size - 1, 64, 2.0
+    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=(64, 64), dtype=np.float32,
+                  producers=range(size - 1))
+    x = np.ones((64, 64), np.float32)
+    comm.Barrier()
+    if rank == owner:
+        data, t0 = np.random.default_rng(0).random(1 << 20), time.monotonic()
+        while time.monotonic() - t0 < busy:
+            np.sort(data)                                 # no MPI call in here
+        q.close()
+        received = 0
+        for m in q:
+            m.release()
+            received += 1
+        check(received == (cap - 1) * (size - 1), f"received {received} messages")
+    else:
+        time.sleep(0.2)                                   # the owner is computing by now
+        longest = 0.0
+        for _ in range(cap - 1):
+            t = time.monotonic()
+            q.put(x)
+            longest = max(longest, time.monotonic() - t)
+        say(f"producer: longest put {longest * 1e3:.1f} ms")
+        # a put that needed the owner would have waited for the rest of its 2 s computation
+        check(longest < busy / 2, f"a put took {longest:.3f} s while the owner computed {busy} s")
+        q.close()
+        print(f"rank {rank}: longest put {longest * 1e3:.2f} ms while the owner computed", flush=True)
+    q.free()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+def scenario_more_producers_than_capacity(argv):
+    """capacity is per producer: a capacity of 1 with many producers is a ring of 1 slot each."""
+    owner, count = 0, 100
+    q = rdq.Queue(comm, owner=owner, capacity=1, shape=TYPED_SHAPE, dtype=np.int64,
+                  producers=[r for r in range(size) if r != owner] or [owner])
+    if rank != owner or size == 1:
+        for seq in range(count):
+            q.put(typed_payload(rank, seq), block=size > 1)
+            if size == 1:
+                with q.get() as m:
+                    check_typed(np.asarray(m), m.source, m.seq)
+        q.close()
+    if rank == owner:
+        got = {}
+        for m in q:
+            with m:
+                check_typed(np.asarray(m), m.source, m.seq)
+                check(m.seq == got.get(m.source, 0), "order")
+                got[m.source] = m.seq + 1
+        check(size == 1 or got == {r: count for r in range(1, size)}, f"got {got}")
+    q.free()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+def scenario_lockstep_batches(argv):
+    """Producers that put fewer than k messages each and then wait for the trainer (a lock-step
+    coupling): get_batch(k) must mix producers (one counted copy) instead of waiting forever for one."""
+    owner, k, steps = size - 1, 8, 5
+    per_step = max(1, k // (size - 1))                    # k in all, fewer than k from each producer
+    q = rdq.Queue(comm, owner=owner, capacity=k, shape=TYPED_SHAPE, dtype=np.int64, producers=range(size - 1))
+    next_seq = {}
+    for step in range(steps):
+        if rank != owner:
+            for i in range(per_step):
+                q.put(typed_payload(rank, step * per_step + i))
+        else:
+            got = 0
+            while got < per_step * (size - 1):
+                with q.get_batch(min(k, per_step * (size - 1) - got)) as b:
+                    check_batch(np.asarray(b), b.sources, b.seqs, next_seq)
+                    got += len(b)
+            say(f"trainer: step {step}")
+        comm.Barrier()                                    # the producers wait for the trainer's step
+    if rank == owner:
+        copies = q.stats()["batch_copies"]
+        check(size == 2 or copies >= steps, f"{copies} copied batches in {steps} mixed steps")
+        print(f"rank {rank}: {steps} lock-step rounds of {per_step} x {size - 1} messages, "
+              f"{copies} copied batches", flush=True)
+    else:
+        q.close()
+    if rank == owner:
+        check(sum(1 for _ in q) == 0, "messages left after the lock-step rounds")
+    q.free()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+MPI_CALLS = ("puts", "gets", "flushes", "syncs", "atomics")
+
+
+def mpi_calls():
+    """What the PMPI shim (tests/pmpi/mpi_calls.c, in LD_PRELOAD) has counted in this process."""
+    import ctypes
+    out = (ctypes.c_int64 * len(MPI_CALLS))()
+    ctypes.CDLL(None).rdq_mpi_calls(out)
+    return dict(zip(MPI_CALLS, out))
+
+
+def scenario_mpi_calls(argv):
+    """The MPI calls a message costs in steady state, counted by MPI itself (PMPI) and by stats().
+
+    The producer puts in rounds of half its ring and the owner takes each round before the next
+    one, so it always keeps up: the steady state of a put is then exactly its own cost."""
+    nbytes, rounds = int(argv[0]), 16
+    owner, cap, half = 1, 64, 32
+    q = rdq.Queue(comm, owner=owner, capacity=cap, slot_bytes=max(nbytes, 8), producers=[0])
+    x = np.full(nbytes, 7, np.uint8)
+    before = stats_before = None
+    for r in range(rounds):
+        if r == 2:                                       # past the first lap of the ring
+            before, stats_before = mpi_calls(), q.stats()
+        if rank == 0:
+            for _ in range(half):
+                q.put(x)
+        comm.Barrier()
+        if rank == owner:
+            q.get_batch(half).release()
+        comm.Barrier()
+    used = {k: v - before[k] for k, v in mpi_calls().items()}
+    stats = {k: q.stats()[k] - stats_before[k] for k in ("mpi_puts", "mpi_gets", "mpi_flushes", "mpi_syncs")}
+    messages = (rounds - 2) * half
+    print(f"rank {rank} ({'producer' if rank == 0 else 'owner'}, {q.transport}, {nbytes} B): "
+          f"{messages} messages: MPI saw {used}; stats() {stats}", flush=True)
+    check(used["atomics"] == 0, f"MPI atomics on the data path: {used}")
+    check([used[k] for k in ("puts", "gets", "flushes", "syncs")] == list(stats.values()),
+          f"stats() {stats} disagrees with what MPI saw {used}")
+    if q.transport == "shm":
+        check(used == dict.fromkeys(MPI_CALLS, 0), f"shm made one-sided MPI calls: {used}")
+    elif rank == 0:
+        flushes = 1 if nbytes <= 16384 else 2                   # rdq's CHECKED_MAX
+        check(used["puts"] == 2 * messages, f"{used['puts']} puts for {messages} messages")
+        check(used["flushes"] == flushes * messages, f"{used['flushes']} flushes for {messages} messages")
+        check(used["gets"] <= 2 * (rounds - 2), f"{used['gets']} credit reads for {rounds - 2} rounds")
+    else:
+        check(used["puts"] == used["gets"] == used["flushes"] == 0, f"the owner moved data: {used}")
+        check(used["syncs"] == rounds - 2, f"{used['syncs']} MPI_Win_sync for {rounds - 2} batches")
+    q.free()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Multi-rank scenarios under mpiexec, on both transports (see scenarios.py).
 
 The rma transport is the path remote producers take; on one machine it is
-forced with RDQ_TRANSPORT=rma, and on MPICH additionally through its network
-path with MPIR_CVAR_NOLOCAL=1 (the `network` transport below).
+forced with RDQ_TRANSPORT=rma, and additionally through the MPI library's
+network path (the `network` transport below): MPICH with MPIR_CVAR_NOLOCAL=1
+(its UCX netmod), Open MPI with osc/rdma over the TCP BTL.
 """
 import pytest
 
@@ -11,9 +12,9 @@ from mpirun import IS_OPEN_MPI, run_scenario
 TRANSPORTS = {
     "shm": {},
     "rma": {"RDQ_TRANSPORT": "rma"},
+    "network": ({"RDQ_TRANSPORT": "rma", "OMPI_MCA_osc": "rdma", "OMPI_MCA_btl": "self,tcp"} if IS_OPEN_MPI
+                else {"RDQ_TRANSPORT": "rma", "MPIR_CVAR_NOLOCAL": "1"}),
 }
-if not IS_OPEN_MPI:
-    TRANSPORTS["network"] = {"RDQ_TRANSPORT": "rma", "MPIR_CVAR_NOLOCAL": "1"}
 
 
 @pytest.fixture(params=list(TRANSPORTS))
