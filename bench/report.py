@@ -230,6 +230,15 @@ class Tables:
                     got = mine / other if mine and other else None
                     checks.append((f"{size_label(size)}: {label(ours)} >= {goal:g}x {name}",
                                    f"{got:.3g}x" if got else "not measured", None if got is None else got >= goal))
+        checks += self.network_targets()
+        cython_batch = rate("rdq-cython-batch", 64)
+        checks.append((f"64 B: {label('rdq-cython-batch')} >= 8 M msg/s",
+                       f"{si(cython_batch)}/s" if cython_batch else "not measured",
+                       None if cython_batch is None else cython_batch >= 8e6))
+        ours, theirs = rate("rdq", 64), rate("sendrecv", 64)
+        checks.append((f"64 B: {label('rdq')} >= 4x {label('sendrecv')}",
+                       f"{ours / theirs:.3g}x" if ours and theirs else "not measured",
+                       None if not (ours and theirs) else ours / theirs >= 4))
         for mode in ("sleep", "numpy"):
             r = one(self.rdq, "stall", mode=mode)
             name = (f"shm path, consumer {'sleeping' if mode == 'sleep' else 'computing'}: "
@@ -240,6 +249,37 @@ class Tables:
         for name, got, ok in checks:
             lines.append(f"| {name} | {got} | {'not measured' if ok is None else 'met' if ok else '**short**'} |")
         return lines, checks
+
+
+    def network_targets(self):
+        """The remote path's targets (issue 10): rdq against mpi4py Send/Recv on the same network
+        path, on each MPI: rate, fan-in, and the longest put while the owner computes."""
+        checks = []
+        for second in (False, True):
+            net = {s["system"]: s for s in self.series if s["env"] and s["second_mpi"] == second}
+            if "rdq" not in net or "sendrecv" not in net:
+                continue
+            rdq, sendrecv = net["rdq"], net["sendrecv"]
+
+            def versus(system, measure, goal, what, **match):
+                a, b = one(net.get(system, {"results": []}), measure, **match), one(sendrecv, measure, **match)
+                got = a["msg_per_s"] / b["msg_per_s"] if a and b else None
+                name = net[system]["label"] if system in net else system
+                checks.append((f"{what}: {name} >= {goal:g}x {sendrecv['label']}",
+                               f"{got:.3g}x" if got else "not measured", None if got is None else got >= goal))
+
+            versus("rdq", "rate", 0.5, "64 B", size=64)
+            versus("rdq-cython-batch", "rate", 1.0, "64 B (goal)", size=64)
+            for size in (MiB, 8 * MiB):
+                versus("rdq", "rate", 0.9, size_label(size), size=size)
+            versus("rdq", "fanin", 2.0, f"8 producers, {size_label(self.cfg['fanin_size'])}",
+                   producers=max(self.cfg["fanin"]))
+            for mode in ("sleep", "numpy"):
+                r = one(rdq, "stall", mode=mode)
+                checks.append((f"{rdq['label']}, consumer {'sleeping' if mode == 'sleep' else 'computing'}: "
+                               "longest put <= 10 ms", f"{r['max_put_s'] * 1e3:.3g} ms" if r else "not measured",
+                               r["max_put_s"] <= 0.010 if r else None))
+        return checks
 
 
 def machine_lines(results):

@@ -62,18 +62,25 @@ def network_env(open_mpi):
 def plan(primary, second):
     """The series, in table order: rdq first (the reference of every ratio)."""
     p, s = mpi_name(primary), mpi_name(second) if second else "second MPI"
+    net_p, net_s = network_env(is_open_mpi(primary)), network_env(True)
     everything = ("rate", "fanin", "latency", "stall", "memory")
     series = [
         Series(f"rdq ({p})", "rdq", everything),
         Series(f"rdq batch get ({p})", "rdq-batch", ("rate",)),
         Series(f"rdq Cython put ({p})", "rdq-cython", ("rate",), needs=("Cython",)),
         Series(f"rdq Cython put + batch get ({p})", "rdq-cython-batch", ("rate", "fanin"), needs=("Cython",)),
-        Series(f"rdq network path ({p})", "rdq", ("rate", "latency", "stall"), env=network_env(is_open_mpi(primary))),
+        Series(f"rdq network path ({p})", "rdq", ("rate", "fanin", "latency", "stall"), env=net_p),
+        Series(f"rdq Cython put + batch get, network path ({p})", "rdq-cython-batch", ("rate",), env=net_p,
+               needs=("Cython",)),
         Series(f"rdq ({s})", "rdq", ("rate", "stall"), second_mpi=True),
-        Series(f"rdq network path ({s})", "rdq", ("rate",), second_mpi=True, env=network_env(True)),
+        Series(f"rdq network path ({s})", "rdq", ("rate", "fanin", "stall"), second_mpi=True, env=net_s),
+        Series(f"rdq Cython put + batch get, network path ({s})", "rdq-cython-batch", ("rate",), second_mpi=True,
+               env=net_s, needs=("Cython",)),
         Series("one-copy limit (numpy.copyto)", "copy", ("rate",)),
         Series(f"mpi4py Send/Recv ({p})", "sendrecv", everything),
+        Series(f"mpi4py Send/Recv network path ({p})", "sendrecv", ("rate", "fanin"), env=net_p),
         Series(f"mpi4py Send/Recv ({s})", "sendrecv", ("rate",), second_mpi=True),
+        Series(f"mpi4py Send/Recv network path ({s})", "sendrecv", ("rate", "fanin"), second_mpi=True, env=net_s),
         Series(f"mpi4py lock/put/unlock ({p})", "rma-by-hand", everything,
                unsupported={"memory": "its consumer only exposes a window of depth x size: nothing streams through it"}),
         Series("ZeroMQ ipc", "zmq-ipc", everything, needs=("zmq",)),
