@@ -10,6 +10,7 @@ cdef extern from "rdq_sys.h" nogil:
     void rdq_fence_acquire()
     int64_t rdq_cas(void *p, int64_t expected, int64_t desired)
     uint64_t rdq_hash(const void *data, int64_t n, uint64_t seed)
+    int64_t rdq_check(int64_t value, int64_t where)
     int64_t rdq_thread_id()
     double rdq_now()
     void rdq_backoff(int64_t round)

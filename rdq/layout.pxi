@@ -1,10 +1,11 @@
 # The owner's window: every region and offset in one place (docs/protocol.md).
 #
-#   control   nrings records of CTRL_BYTES: closed = n + 1, closed_check = ~closed
+#   control   nrings records of CTRL_BYTES: closed = n + 1, closed_check
 #   meta      nrings x capacity records of META_BYTES, by ticket % capacity:
 #             stamp = ticket + 1, nbytes, payload_check, header_check
 #   free      nrings x capacity records of FREE_BYTES, by ticket % capacity:
-#             entry = lapbase(ticket) + slot + 1, entry_check = ~entry
+#             entry = lapbase(ticket) + slot + 1, entry_check
+#             (a check is rdq_check(value, where the record is): a torn record fails it)
 #   payload   nrings x capacity dense slots of slot_bytes (64-byte aligned start), so
 #             consecutive slots of one ring are one (k, *shape) array
 #
@@ -60,9 +61,17 @@ cdef inline int64_t free_entry(Ring *r, int64_t ticket, int64_t slot) noexcept n
     return ticket - ticket % r.capacity + slot + 1
 
 
-cdef inline int64_t free_slot(Ring *r, int64_t ticket, int64_t entry, int64_t check) noexcept nogil:
+cdef inline int64_t free_check(Ring *r, int64_t ring, int64_t ticket, int64_t entry) noexcept nogil:
+    return rdq_check(entry, 2 * (ring * r.capacity + ticket % r.capacity) + 1)
+
+
+cdef inline int64_t closed_check(int64_t ring, int64_t closed) noexcept nogil:
+    return rdq_check(closed, 2 * ring)
+
+
+cdef inline int64_t free_slot(Ring *r, int64_t ring, int64_t ticket, int64_t entry, int64_t check) noexcept nogil:
     """The slot a free-list record hands to ticket, or -1 when it does not (yet, or torn)."""
     cdef int64_t slot = entry - 1 - (ticket - ticket % r.capacity)
-    if check != ~entry or slot < 0 or slot >= r.capacity:
+    if slot < 0 or slot >= r.capacity or check != free_check(r, ring, ticket, entry):
         return -1
     return slot

@@ -261,7 +261,7 @@ cdef class Queue:
                     word = owner_word(r, free_off(r, i // r.capacity, i % r.capacity))
                     entry = free_entry(r, i % r.capacity, i % r.capacity)
                     word[0] = entry
-                    word[1] = ~entry
+                    word[1] = free_check(r, i // r.capacity, i % r.capacity, entry)
             CHKERR(MPI_Win_lock_all(MPI_MODE_NOCHECK, r.win))
             CHKERR(MPI_Win_sync(r.win))
             CHKERR(MPI_Barrier(r.comm))

@@ -55,6 +55,19 @@ static inline uint64_t rdq_word(const unsigned char *p)
     return w;
 }
 
+/* The check word stored beside a one-word record (a free-list entry, a close count):
+ * a record torn by a reader that copies bytes while the writer rewrites it matches its
+ * check with probability about 2^-64, wherever it tears (~value would not do: old and new
+ * records torn at the same byte positions are a consistent pair).  `where` makes each
+ * record's checks its own. */
+static inline int64_t rdq_check(int64_t value, int64_t where)
+{
+    uint64_t x = (uint64_t)value + (uint64_t)where * RDQ_P1;
+    x ^= x >> 30; x *= 0xBF58476D1CE4E5B9ULL;
+    x ^= x >> 27; x *= 0x94D049BB133111EBULL;
+    return (int64_t)(x ^ (x >> 31));
+}
+
 static inline uint64_t rdq_hash(const void *data, int64_t n, uint64_t seed)
 {
     const unsigned char *p = (const unsigned char *)data;

@@ -89,7 +89,7 @@ cdef void ring_fetch_finish(Ring *r, int64_t n) noexcept nogil:
     """Take the valid prefix of the n fetched records: their slots are this producer's credit."""
     cdef int64_t first = r.credit_upto, i, slot
     for i in range(n):
-        slot = free_slot(r, first + i, r.fetched[2 * i], r.fetched[2 * i + 1])
+        slot = free_slot(r, r.ring, first + i, r.fetched[2 * i], r.fetched[2 * i + 1])
         if slot < 0:
             break
         r.slots[(first + i) % r.capacity] = slot
@@ -159,7 +159,7 @@ cdef int ring_close(Ring *r) except -1 nogil:
     cdef int64_t record[2]
     cdef int64_t *word
     record[0] = r.next_seq + 1
-    record[1] = ~record[0]
+    record[1] = closed_check(r.ring, record[0])
     if r.shm:
         word = owner_word(r, ctrl_off(r, r.ring))
         rdq_store_release(word + 1, record[1])
@@ -174,7 +174,7 @@ cdef int ring_close(Ring *r) except -1 nogil:
 cdef int64_t ring_slot(Ring *r, int64_t ring, int64_t t) noexcept nogil:
     """The slot the owner handed to ticket t of a ring, or -1 when it has not yet."""
     cdef int64_t *word = owner_word(r, free_off(r, ring, t))
-    return free_slot(r, t, rdq_load_acquire(word), rdq_load_acquire(word + 1))
+    return free_slot(r, ring, t, rdq_load_acquire(word), rdq_load_acquire(word + 1))
 
 
 cdef bint ring_ready(Ring *r, int64_t ring, int64_t t) noexcept nogil:
@@ -215,7 +215,7 @@ cdef int64_t ring_closed_count(Ring *r, int64_t ring) noexcept nogil:
     if o.closed == 0:
         word = owner_word(r, ctrl_off(r, ring))
         closed = rdq_load_acquire(word)
-        if closed > 0 and rdq_load_acquire(word + 1) == ~closed:
+        if closed > 0 and rdq_load_acquire(word + 1) == closed_check(ring, closed):
             o.closed = closed
     return o.closed - 1
 
@@ -252,7 +252,7 @@ cdef Selection ring_select(Ring *r, int64_t k, bint patient, int64_t *ring_out, 
                 return SELECT_RING
         total += ready
         arrivals += o.verified
-        held = o.delivered - o.returned
+        held = o.delivered - rdq_load_relaxed(&o.returned)
         reachable += min(left, r.capacity - held)   # without a release by the owner
         closed_limits_all = closed_limits_all and left <= r.capacity - held
     if total == 0 and closed_limits_all:
@@ -305,9 +305,9 @@ cdef void ring_return(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
         round += 1
     entry = free_entry(r, o.returned + r.capacity, slot)
     word = owner_word(r, free_off(r, ring, o.returned))
-    rdq_store_release(word + 1, ~entry)
+    rdq_store_release(word + 1, free_check(r, ring, o.returned, entry))
     rdq_store_release(word, entry)
-    o.returned += 1
+    rdq_store_release(&o.returned, o.returned + 1)   # read without the lock by ring_select
     rdq_store_release(&r.return_lock, 0)
 
 
