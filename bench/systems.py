@@ -126,11 +126,14 @@ def build_downstream(comm):
 
 
 class SendRecvStream(Stream):
-    """mpi4py's buffer-based Send / Recv, one reused buffer each side."""
+    """mpi4py's buffer-based Send / Recv, one reused buffer each side.  The consumer receives from
+    the producers in turn (each sends the same count): with MPI.ANY_SOURCE, MPICH 5.0.2's network
+    path (MPIR_CVAR_NOLOCAL=1) hung here even for 1000 messages of 64 B between two ranks."""
 
     def __init__(self, comm, size, depth):
         super().__init__(comm, size, depth)
         self.recv_buf = np.empty(size, np.uint8)
+        self.turn = 0
 
     def put(self, buf):
         self.comm.Send(buf, self.consumer)
@@ -141,12 +144,14 @@ class SendRecvStream(Stream):
             send(buf, dest)
 
     def get(self):
-        self.comm.Recv(self.recv_buf, MPI.ANY_SOURCE)
+        self.comm.Recv(self.recv_buf, self.turn)
+        self.turn = (self.turn + 1) % self.producers
 
     def get_many(self, n):
-        recv, rbuf = self.comm.Recv, self.recv_buf
-        for _ in range(n):
-            recv(rbuf, MPI.ANY_SOURCE)
+        recv, rbuf, p = self.comm.Recv, self.recv_buf, self.producers
+        for i in range(self.turn, self.turn + n):
+            recv(rbuf, i % p)
+        self.turn = (self.turn + n) % p
 
 
 class RmaByHandStream(Stream):
