@@ -105,6 +105,7 @@ cdef class Queue:
     cdef int close_nogil(self) except -1 nogil
 
     cdef _init_layout(self)
+    cdef _set_message_kind(self, str where, shape, dtype, slot_bytes)
     cdef _init_ring(self, tuple layout)
     cdef _create_window(self, comm, str transport, int64_t total)
     cdef str _where(self)

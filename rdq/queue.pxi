@@ -43,6 +43,30 @@ def _network_path_forced():
                for v in ("MPIR_CVAR_NOLOCAL", "MPIR_CVAR_CH4_NOLOCAL", "MPICH_NOLOCAL"))
 
 
+def _window_problem(nrings, capacity, slot_bytes, total, is_owner, owner):
+    """Why the window cannot be made (size overflow, not enough memory on the owner), or None."""
+    if total >= 1 << 62:
+        return f"{nrings} producers x capacity {capacity} x {slot_bytes} bytes overflows the window size"
+    avail = _available_memory() if is_owner else None
+    if avail is not None and total > avail:
+        return (f"needs {total} bytes on owner rank {owner} ({nrings} producers x capacity {capacity} x "
+                f"{slot_bytes} bytes), which has only {avail} bytes of memory available")
+    return None
+
+
+def _agree(comm, str where, tuple spec, problem):
+    """Raise on every rank when any rank has a problem or passed different arguments."""
+    gathered = comm.allgather((spec, problem))
+    problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
+    if problems:
+        raise ValueError(f"{where}: cannot create the queue: " + "; ".join(problems))
+    for r, (other, _) in enumerate(gathered):
+        if other != spec:
+            raise ValueError(f"{where}: rdq.Queue is collective and needs the same arguments on every rank; "
+                             f"rank {r} passed (owner, capacity, slot_bytes, shape, dtype, producers, transport)="
+                             f"{other}, this rank {spec}")
+
+
 cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
     cdef DLTensor *t = dl.tensor
     if t.device.device_type != kDLCPU:
@@ -94,6 +118,40 @@ cdef class Queue:
             raise ValueError(f"{where}: owner must be a rank of the communicator (0..{size - 1}), got {owner!r}")
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"{where}: capacity must be an integer >= 1, got {capacity!r}")
+        self._set_message_kind(where, shape, dtype, slot_bytes)
+        if producers is None:
+            producers = range(size)
+        producers = tuple(sorted(set(int(p) for p in producers)))
+        if not producers or min(producers) < 0 or max(producers) >= size:
+            raise ValueError(f"{where}: producers must be a non-empty list of ranks in 0..{size - 1}")
+        if sample is not None and not callable(sample):
+            raise TypeError(f"{where}: sample must be a callable x -> bool (see rdq.sampling), got {sample!r}")
+        if transport is None:
+            transport = os.environ.get("RDQ_TRANSPORT") or "auto"
+        if transport not in _TRANSPORTS:
+            raise ValueError(f"{where}: transport must be one of {_TRANSPORTS}, got {transport!r}")
+
+        layout = window_layout(len(producers), capacity, self.slot_bytes)
+        problem = _window_problem(len(producers), capacity, self.slot_bytes, layout[3], self.rank == owner, owner)
+        # Every rank must agree on the queue, and learn about the owner's problem, before anything collective.
+        _agree(comm, where, (owner, capacity, self.slot_bytes, self.shape,
+                             None if self.dtype is None else self.dtype.str, producers, transport), problem)
+
+        self.comm = comm
+        self.owner = owner
+        self.capacity = capacity
+        self.producers = producers
+        self.is_producer = self.rank in producers
+        self.sample = sample
+        self.format_ok = {}
+        if self.dtype is not None:
+            self._init_layout()
+        self._init_ring(layout)
+        self._create_window(comm, transport, layout[3])
+        self.freed = False
+
+    cdef _set_message_kind(self, str where, shape, dtype, slot_bytes):
+        """A typed queue's shape and dtype, or a raw-bytes queue's slot_bytes, checked."""
         if slot_bytes is not None:
             if shape is not None or dtype is not None:
                 raise ValueError(f"{where}: give either shape and dtype (typed queue) or slot_bytes (raw bytes), not both")
@@ -125,55 +183,6 @@ cdef class Queue:
             self.dtype = dt
             self.kind = ord(dt.kind)
             self.slot_bytes = math.prod(shape) * dt.itemsize
-        if producers is None:
-            producers = range(size)
-        producers = tuple(sorted(set(int(p) for p in producers)))
-        if not producers or min(producers) < 0 or max(producers) >= size:
-            raise ValueError(f"{where}: producers must be a non-empty list of ranks in 0..{size - 1}")
-        if sample is not None and not callable(sample):
-            raise TypeError(f"{where}: sample must be a callable x -> bool (see rdq.sampling), got {sample!r}")
-        if transport is None:
-            transport = os.environ.get("RDQ_TRANSPORT") or "auto"
-        if transport not in _TRANSPORTS:
-            raise ValueError(f"{where}: transport must be one of {_TRANSPORTS}, got {transport!r}")
-
-        layout = window_layout(len(producers), capacity, self.slot_bytes)
-        total = layout[3]
-        problem = None
-        if total >= 1 << 62:
-            problem = (f"{len(producers)} producers x capacity {capacity} x {self.slot_bytes} bytes "
-                       f"overflows the window size")
-        elif self.rank == owner:
-            avail = _available_memory()
-            if avail is not None and total > avail:
-                problem = (f"needs {total} bytes on owner rank {owner} ({len(producers)} producers x capacity "
-                           f"{capacity} x {self.slot_bytes} bytes), which has only {avail} bytes of memory available")
-
-        # Every rank must agree on the queue, and learn about the owner's problem, before anything collective.
-        spec = (owner, capacity, self.slot_bytes, self.shape, None if self.dtype is None else self.dtype.str,
-                producers, transport)
-        gathered = comm.allgather((spec, problem))
-        problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
-        if problems:
-            raise ValueError(f"{where}: cannot create the queue: " + "; ".join(problems))
-        for r, (other, _) in enumerate(gathered):
-            if other != spec:
-                raise ValueError(f"{where}: rdq.Queue is collective and needs the same arguments on every rank; "
-                                 f"rank {r} passed (owner, capacity, slot_bytes, shape, dtype, producers, transport)="
-                                 f"{other}, this rank {spec}")
-
-        self.comm = comm
-        self.owner = owner
-        self.capacity = capacity
-        self.producers = producers
-        self.is_producer = self.rank in producers
-        self.sample = sample
-        self.format_ok = {}
-        if self.dtype is not None:
-            self._init_layout()
-        self._init_ring(layout)
-        self._create_window(comm, transport, total)
-        self.freed = False
 
     cdef _init_layout(self):
         cdef int i
