@@ -255,10 +255,12 @@ cdef Selection ring_select(Ring *r, int64_t k, bint patient, int64_t *ring_out, 
         held = o.delivered - rdq_load_relaxed(&o.returned)
         reachable += min(left, r.capacity - held)   # without a release by the owner
         closed_limits_all = closed_limits_all and left <= r.capacity - held
+    if total < k and total < reachable:
+        return SELECT_NONE      # more will come (also: a ring closed after its ready count was read)
     if total == 0 and closed_limits_all:
         return SELECT_END
     if total < k:
-        return SELECT_NONE if total < reachable else SELECT_STUCK
+        return SELECT_STUCK     # only a release by the owner can let more in
     if lead < 0 and patient:
         now = rdq_now()
         if arrivals != r.arrivals:

@@ -3,6 +3,22 @@
 Each configuration must come out clean (no violation, no deadlock, and the model does reach the
 end of the stream); each seeded bug must be caught.  Plain Python, no MPI: the whole file takes
 well under a minute on a slow 2-core machine.
+
+Fairness, as checked (configurations with fairness=True):
+  - get() only: a ring with a sent message waits for at most P - 1 deliveries of other rings.
+  - get_batch(k): the model has no clock, so a ring may be passed over for as long as its grace
+    period has not elapsed (a producer that keeps sending may always fill a batch of its own).  What
+    is checked is the bound that holds once the grace has elapsed: a ring that was passed over with
+    a ticket waiting and in which nothing new arrived for the grace period (it is "due") is served
+    by the very next delivery if it is the first due ring of the round robin and no ring before it
+    leads by itself (k ready, or a closed producer's remainder), and in any case within P - 1
+    deliveries of other rings.  So no ring with a ready ticket is passed over forever once it stops
+    growing.  Seeded bug passed_never_leads (the grace rule removed) breaks it with two producers,
+    one stopped after one message, the other sending batches of k.
+
+Seeded bug end_before_reachable is ring_select as rdq/ring.pxi has it today (SELECT_END tested before
+total < reachable): it loses the last messages of a producer that closes during the owner's scan.
+The clean configurations model the order the model proposes (total < reachable first).
 """
 import os
 import sys

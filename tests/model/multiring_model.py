@@ -25,10 +25,14 @@ Processes
                         wait (or time out: nothing written), write, then close()
   closer (variant):     a second thread of producer p's rank that calls close() at any time;
                         put() and close() hold the rank's busy flag, close() waits for it
-  owner thread:         get() / get_batch(k) (ring_select of rdq/ring.pxi: round robin, a ring
-                        with k ready tickets, else a copied batch across rings, end of stream),
-                        releases held views in any order, and optionally puts into its own
-                        ring (non-blocking) and closes it
+  owner thread:         get() / get_batch(k) (ring_select and ring_delivered of rdq/ring.pxi, the
+                        batch paths of rdq/queue.pxi: round robin; a ring leads with k ready, with
+                        its closed producer's remainder (a shorter batch), or when it was passed
+                        over and its grace elapsed; a copied batch from the lead ring or, after
+                        the grace since the last arrival, from the round robin's place; end of
+                        stream; refusal), releases held views in any order, and optionally puts
+                        into its own ring (non-blocking) and closes it.  The clock ring_select
+                        reads is a nondeterministic choice (see "owner: ring_select" below)
   second consumer:      (variant) get/get_batch from a second owner thread; both hold the busy
                         flag for the whole call, a thread that finds it held is refused
   releaser (variant):   a second owner thread releasing views while the owner is inside get()
@@ -44,8 +48,15 @@ Checks (Violation, or DEADLOCK for a state with nothing enabled that is not a cl
                owner handed to t; its cached credit names only slots handed to those tickets;
                the free list names each slot exactly once together with the held views
                (free-list integrity), so at most C tickets of a ring are in flight
-  fairness:    (configurations with fairness=True) a ring with a sent message waits for at most
-               P - 1 deliveries of other rings (the protocol's claim for get())
+  short batch: (observable) a batch of fewer than k is the rest of a closing producer's messages
+  fairness:    (configurations with fairness=True; what a user sees as delivery order and delay)
+               get() only: a ring with a sent message waits for at most P - 1 deliveries of
+               other rings (the protocol's claim for get());
+               with get_batch: time is free in the model, so a ring may be passed over as long
+               as the grace has not elapsed; once it has (the ring was passed over with a ticket
+               waiting and nothing new arrived in it), the first such ring of the round robin is
+               served by the next delivery unless a ring before it leads by itself, and it waits
+               through at most P - 1 deliveries of other rings (batch_fairness)
   torn reads:  (torn_reads=True, FINDINGS) an MPI_Get of the free list torn bit by bit, standing
                for the byte-wise tearing the protocol says it does not rule out
 
@@ -54,7 +65,13 @@ python multiring_model.py [NAME ...] [--quick | --findings] [--mutation NAME] [-
 Waiting loops (a producer without credit, the owner in ring_select) are modelled without
 stuttering: a pass of the loop that found nothing blocks until a word it depends on changed
 since the pass began (the loop is deterministic in those words), so a state with nothing
-enabled is a real deadlock.
+enabled is a real deadlock.  The one exception is a pass of get_batch that waits for the grace
+period: only the clock changes its answer, so it may pass again at any time.
+
+One deliberate difference from rdq/ring.pxi as written (FINDING, mutation end_before_reachable):
+ring_select tests SELECT_END before total < reachable and counts ready before it reads the control
+record, so a producer that sends its last messages and closes between those two loads ends the
+stream without them.  The model tests total < reachable first (see after_scan).
 """
 import argparse
 import sys
@@ -85,6 +102,12 @@ MUTATIONS = {
     "no_round_robin": "ring_select always starts at ring 0 instead of after the ring that delivered last",
     "complement_check": "a record's check is ~value (rdq's first draft), not a hash of value and place: "
                         "a record torn while it is rewritten is a consistent pair",
+    "end_before_reachable": "ring_select as rdq/ring.pxi has it today: SELECT_END is tested before "
+                            "total < reachable, with ready counted before the control record is read",
+    "passed_never_leads": "get_batch: a ring passed over with a ticket waiting never leads once its grace "
+                          "elapsed (the third lead rule removed)",
+    "grace_gives_short_batch": "get_batch: a passed ring whose grace elapsed returns its own fewer than k "
+                               "tickets (SELECT_RING) instead of leading a copied batch of k",
 }
 MUT = set()          # the seeded bugs in effect
 
@@ -97,11 +120,13 @@ class Cfg:
                  torn_reads=False, fairness=False, observable_only=False):
         assert transport in ("shm", "rma") and consumers in (1, 2)
         assert not (consumers == 2 and owner_msgs), "a second consumer would starve the owner's own puts"
-        assert all(1 <= k <= C for k in batch)
+        # get_batch(k) allows k up to P x C; k > C: no ring can lead by having k ready
+        assert all(1 <= k <= (P + (1 if owner_msgs else 0)) * C for k in batch)
         self.transport, self.shm = transport, transport == "shm"
         self.P, self.M, self.C = P, M, C
         self.sizes = tuple(sizes)          # nbytes of message seq is sizes[seq % len(sizes)]
         self.batch = tuple(batch)          # the k of get_batch(k) the consumers may call
+        self.batching = any(k > 1 for k in batch)
         self.get_single = get_single
         self.hold = C if hold is None else hold   # views the owner may hold at once
         self.ptimeouts = ptimeouts         # puts per producer that may give up when full
@@ -116,7 +141,9 @@ class Cfg:
         self.observable_only = observable_only
         self.nrings = P + (1 if owner_msgs else 0)
         self.own = P if owner_msgs else None
-        self.msgs = (M,) * P + ((owner_msgs,) if owner_msgs else ())
+        M = tuple(M) if isinstance(M, (tuple, list)) else (M,) * P     # messages per producer
+        assert len(M) == P
+        self.msgs = M + ((owner_msgs,) if owner_msgs else ())
         self.releaser_tid = consumers if releaser else None
         self.nthreads = consumers + (1 if releaser else 0)
         self.free0, self.pay0 = 2 + 4 * C, 2 + 6 * C      # one ring's words: ctrl, meta, free, payload
@@ -157,15 +184,21 @@ class Cfg:
 #          held views (ring, ((slot, ticket, nbytes), ...)), busy flag, return lock holder,
 #          eos, got (ghost: tickets handed to the user per ring), assign (ghost: (ticket, slot)
 #          last handed out per free record), own_full (the owner's last own put found its ring full),
-#          waits (ghost, with cfg.fairness: deliveries of other rings each ring has waited through)
+#          waits (ghost, with cfg.fairness: deliveries of other rings each ring has waited through),
+#          and what ring_select keeps for get_batch (only with a k > 1 in cfg.batch): passed and seen
+#          per ring (RingOwner.passed, .seen), aged per ring (the clock: now - seen_time >= grace was
+#          seen to hold), arrivals (Ring.arrivals) and quiet (now - arrival_time >= grace was seen)
 # Th:      an owner thread: pc, k of the call, scan = ring_select in progress, rows = rows left to
-#          copy, ret = release in progress (todo, phase, n0, continuation), dirty (as above)
+#          copy, ret = release in progress (todo, phase, n0, continuation), dirty (as above),
+#          fin = the rings a mixed batch takes from (its ring_delivered comes after the copy)
 
 State = namedtuple("State", "mem prods owner threads")
 Prod = namedtuple("Prod", "pc t credit slots pend buf dirty tob closed busy closer")
 RingOwner = namedtuple("RingOwner", "delivered verified returned closed")
-Owner = namedtuple("Owner", "rings next_ring held busy lock eos got assign own_full waits")
-Th = namedtuple("Th", "pc k scan rows ret dirty")
+Owner = namedtuple("Owner", "rings next_ring held busy lock eos got assign own_full waits "
+                             "passed seen aged arrivals quiet")
+Th = namedtuple("Th", "pc k scan rows ret dirty fin")
+TH_IDLE = Th("idle", 0, None, (), None, False, None)
 
 WRITING = ("w0", "w1", "wn", "ws", "flush", "flush1", "flush2")
 
@@ -247,8 +280,9 @@ def initial(cfg):
     prods = tuple(prod._replace(closer=None, tob=0) if r == cfg.own else prod for r in range(cfg.nrings))
     rings = (RingOwner(0, 0, 0, 0),) * cfg.nrings
     assign = (tuple((j, j) for j in range(C)),) * cfg.nrings
-    owner = Owner(rings, 0, (), 0, None, False, (0,) * cfg.nrings, assign, False, (0,) * cfg.nrings)
-    threads = (Th("idle", 0, None, (), None, False),) * cfg.nthreads
+    zeros, nos = (0,) * cfg.nrings, (False,) * cfg.nrings
+    owner = Owner(rings, 0, (), 0, None, False, zeros, assign, False, zeros, nos, zeros, nos, 0, False)
+    threads = (TH_IDLE,) * cfg.nthreads
     return State(mem, prods, owner, threads)
 
 
@@ -613,54 +647,115 @@ def word_name(cfg, addr):
 
 
 # --- owner: ring_select -------------------------------------------------------------------------------
-# scan = (j, acc, access, vals): at the j-th ring of the round robin, acc = (total, reachable,
-# can_reach, closed_limits_all) of the rings before, access = the load to do next.
+# A pass of ring_select is a sequence of loads.  Between them the thread holds scan = (j, acc, access,
+# vals): at the j-th ring of the round robin, acc = (total, reachable, closed_limits_all, lead) of the
+# rings before (as ring_select accumulates them), access = the load to do next.  The continuations
+# below return lists of (label, owner, scan, decision): a pass branches where ring_select reads the
+# clock.
+#
+# Time is not in the model.  ring_select reads the clock in two places; each is a nondeterministic
+# choice wherever the rest of its condition holds, so every timing is covered:
+#   - a passed ring with a ready ticket, reached while no ring leads: "nothing new arrived in it for
+#     BATCH_GRACE_S" (now - seen_time >= grace), then it leads; or not;
+#   - after the scan, with k ready in all, no lead, a patient caller and no arrival since the last
+#     pass (arrivals == r.arrivals): "no arrival anywhere for BATCH_GRACE_S", then a copied batch;
+#     or not, then SELECT_NONE.
+# Time only goes forward: a choice that said "elapsed" stays so (owner.aged[ring], owner.quiet) until
+# the instant it is measured from moves (ring_delivered finds the ring's verified changed: seen_time;
+# the scan finds the sum of verified changed: arrival_time).  A pass that returns SELECT_NONE which
+# only the clock can change leaves the thread in "twait", from where it may select again at any time.
+# Every get()/get_batch() of the model blocks (timeout=None: patient); a call that does not wait
+# mixes at once, which is one of the patient call's choices.
 
-ACC0 = (0, 0, False, True)
+ACC0 = (0, 0, True, -1)
 
 
 def ring_at(cfg, owner, j):
     return j % cfg.nrings if "no_round_robin" in MUT else (owner.next_ring + j) % cfg.nrings
 
 
+def prefix(lbl, outs):
+    return [(lbl + l, o, s, d) for l, o, s, d in outs] if lbl else outs
+
+
+def ring_left(o, real=False):
+    """ring_closed_count - delivered: tickets the ring still has to deliver, INF while not closed."""
+    if not o.closed:
+        return INF
+    if "finish_without_count" in MUT and not real:
+        return 0
+    return o.closed - 1 - o.delivered
+
+
 def visit(cfg, owner, k, j, acc):
-    """ring_count_ready on the j-th ring: (scan, None) for its next load, or (None, decision)."""
+    """ring_count_ready on the j-th ring of the round robin (or the decision after the last)."""
     if j == cfg.nrings:
-        return None, decide(k, acc)
-    ring = ring_at(cfg, owner, j)
-    o = owner.rings[ring]
-    if o.verified - o.delivered >= k:
-        return None, ("ring", ring, k)
-    return (j, acc, "stamp", ()), None
+        return after_scan(cfg, owner, k, acc)
+    o = owner.rings[ring_at(cfg, owner, j)]
+    if o.verified - o.delivered < k:
+        return [("", owner, (j, acc, "stamp", ()), None)]
+    return after_count(cfg, owner, k, j, acc)
 
 
 def after_count(cfg, owner, k, j, acc):
-    """The j-th ring has fewer than k ready: its control record, then the next ring."""
-    o = owner.rings[ring_at(cfg, owner, j)]
-    if o.closed == 0:
-        return (j, acc, "closed", ()), None
-    return visit(cfg, owner, k, j + 1, account(cfg, o, k, acc))
+    """ring_closed_count on the j-th ring: a load of its control record until it is known closed."""
+    if owner.rings[ring_at(cfg, owner, j)].closed == 0:
+        return [("", owner, (j, acc, "closed", ()), None)]
+    return judge(cfg, owner, k, j, acc)
 
 
-def account(cfg, o, k, acc):
-    total, reachable, can_reach, limits_all = acc
-    ready = min(o.verified - o.delivered, k)
-    remaining = o.closed - 1 - o.delivered if o.closed else INF
-    if o.closed and "finish_without_count" in MUT:
-        remaining = 0
-    possible = min(remaining, cfg.C - (o.delivered - o.returned))
-    return (total + ready, reachable + possible, can_reach or possible >= k, limits_all and possible == remaining)
+def judge(cfg, owner, k, j, acc):
+    """ring_select's test of the j-th ring, once its ready and left are known."""
+    ring = ring_at(cfg, owner, j)
+    o = owner.rings[ring]
+    total, reachable, limits_all, lead = acc
+    ready, left = min(o.verified - o.delivered, k), ring_left(o)
+    if ready and lead < 0 and (ready >= k or ready == left):
+        return [("", owner, None, ("ring", ring, min(ready, k)))]
+    held = o.delivered - o.returned
+    acc = (total + ready, reachable + min(left, cfg.C - held), limits_all and left <= cfg.C - held, lead)
+    if not (ready and lead < 0 and owner.passed[ring]):
+        return visit(cfg, owner, k, j + 1, acc)
+    # the clock: did nothing arrive in this passed ring for BATCH_GRACE_S?
+    aged_owner = owner if owner.aged[ring] else owner._replace(aged=tset(owner.aged, ring, True))
+    lbl = f"; ring {ring} passed over, nothing new in it for the grace period"
+    if "grace_gives_short_batch" in MUT:
+        out = [(lbl + ": its own tickets", aged_owner, None, ("ring", ring, ready))]
+    elif "passed_never_leads" in MUT:
+        out = prefix(lbl, visit(cfg, aged_owner, k, j + 1, acc))
+    else:
+        out = prefix(lbl + ": it leads", visit(cfg, aged_owner, k, j + 1, acc[:3] + (ring,)))
+    if not owner.aged[ring]:
+        out += prefix(f"; ring {ring} passed over, grace not elapsed", visit(cfg, owner, k, j + 1, acc))
+    return out
 
 
-def decide(k, acc):
-    total, reachable, can_reach, limits_all = acc
-    if can_reach or (total < k and total < reachable):
-        return ("none",)
+def after_scan(cfg, owner, k, acc):
+    """ring_select after the last ring: end of stream, wait, refuse, wait for the grace, or mix."""
+    total, reachable, limits_all, lead = acc
+    # FINDING (rdq/ring.pxi as written tests SELECT_END first: mutation end_before_reachable): ready
+    # is counted before the control record is read, so a producer that puts its last messages and
+    # closes in between is seen closed with left > 0 and total == 0, and the stream ends without
+    # them.  The model tests total < reachable first, as the earlier draft did (for a closed ring
+    # reachable counts exactly what it has left, so END then needs every ring delivered).
+    if "end_before_reachable" in MUT and total == 0 and limits_all:
+        return [("", owner, None, ("end",))]
+    if total < k and total < reachable:
+        return [("", owner, None, ("none",))]
     if total == 0 and limits_all:
-        return ("end",)
-    if total < k and not limits_all:
-        return ("stuck",)
-    return ("mixed", min(total, k))
+        return [("", owner, None, ("end",))]
+    if total < k:
+        return [("", owner, None, ("stuck",))]
+    if lead < 0:          # patient (every call of the model waits)
+        arrivals = sum(o.verified for o in owner.rings)
+        if arrivals != owner.arrivals:
+            return [(f"; {total} ready, arrivals {owner.arrivals} -> {arrivals}: grace restarts",
+                     owner._replace(arrivals=arrivals, quiet=False), None, ("grace",))]
+        out = [("; no arrival anywhere for the grace period", owner._replace(quiet=True), None, ("mixed", -1, k))]
+        if not owner.quiet:
+            out.append(("; grace since the last arrival not elapsed", owner, None, ("grace",)))
+        return out
+    return [("", owner, None, ("mixed", lead, k))]
 
 
 SCAN_META_WORD = {"stamp": 0, "nbytes": 1, "pcheck": 2, "hcheck": 3}
@@ -680,33 +775,44 @@ def select_step(cfg, st, tid):
     j, _, access, vals = st.threads[tid].scan
     ring = ring_at(cfg, st.owner, j)
     addr = scan_address(cfg, access, st.owner.rings[ring].verified, vals)
-    return [select_with(cfg, st2, tid, ring, val, lbl) for val, st2, lbl in loads(cfg, st, ring, addr)]
+    out = []
+    for val, st2, lbl in loads(cfg, st, ring, addr):
+        out += select_with(cfg, st2, tid, ring, val, lbl)
+    return out
 
 
 def select_with(cfg, st, tid, ring, val, landed):
-    """ring_select after its load returned val."""
+    """ring_select after its load returned val: [(label, state)]."""
     th = st.threads[tid]
     j, acc, access, vals = th.scan
     owner, k = st.owner, th.k
     if access in ("closed", "ccheck"):
-        lbl, owner, nxt = control_load(cfg, owner, k, ring, val, th.scan)
+        lbl, outs = control_load(cfg, owner, k, ring, val, th.scan)
     else:
         t = owner.rings[ring].verified
         lbl, outcome = ready_load(cfg, st, ring, t, val, access, vals)
         if outcome == "ready":
             owner = set_ring_owner(owner, ring, verified=t + 1)
             lbl += ": ready"
-            nxt = visit(cfg, owner, k, j, acc)
+            outs = visit(cfg, owner, k, j, acc)
         elif outcome == "not ready":
             lbl += ": not ready"
-            nxt = after_count(cfg, owner, k, j, acc)
+            outs = after_count(cfg, owner, k, j, acc)
         else:
-            nxt = ((j, acc) + outcome, None)
-    st = st._replace(owner=owner)
-    scan, decision = nxt
-    if scan is not None:
-        return landed + lbl, set_thread(st, tid, th._replace(scan=scan))
-    return act(cfg, st, tid, decision, landed + lbl)
+            outs = [("", owner, (j, acc) + outcome, None)]
+    return continue_pass(cfg, st, tid, outs, landed + lbl)
+
+
+def continue_pass(cfg, st, tid, outs, lbl):
+    """The pass goes on with its next load, or acts on its decision."""
+    res = []
+    for l, owner, scan, decision in outs:
+        st2 = st._replace(owner=owner)
+        if scan is not None:
+            res.append((lbl + l, set_thread(st2, tid, st2.threads[tid]._replace(scan=scan))))
+        else:
+            res += act(cfg, st2, tid, decision, lbl + l)
+    return res
 
 
 def ready_load(cfg, st, ring, t, val, access, vals):
@@ -739,76 +845,142 @@ def ready_load(cfg, st, ring, t, val, access, vals):
 
 
 def control_load(cfg, owner, k, ring, val, scan):
-    """ring_closed_count after one load of the control record: (label, owner, (scan, decision))."""
+    """ring_closed_count after one load of the control record: (label, continuations)."""
     j, acc, access, vals = scan
     if access == "closed":
+        lbl = f"ring {ring}: load closed={val}"
         if val > 0:
-            return f"ring {ring}: load closed={val}", owner, ((j, acc, "ccheck", (val,)), None)
-        return f"ring {ring}: load closed={val}", owner, visit(cfg, owner, k, j + 1,
-                                                                account(cfg, owner.rings[ring], k, acc))
+            return lbl, [("", owner, (j, acc, "ccheck", (val,)), None)]
+        return lbl, judge(cfg, owner, k, j, acc)
     (c,) = vals
     ok = val == record_check(c, "closed")
     if ok:
         owner = set_ring_owner(owner, ring, closed=c)
     lbl = f"ring {ring}: load closed_check: {'valid, count ' + str(c - 1) if ok else 'not valid'}"
-    return lbl, owner, visit(cfg, owner, k, j + 1, account(cfg, owner.rings[ring], k, acc))
+    return lbl, judge(cfg, owner, k, j, acc)
 
 
-def begin_pass(cfg, st, tid):
-    th = st.threads[tid]._replace(dirty=False)
-    scan, decision = visit(cfg, st.owner, th.k, 0, ACC0)
-    st = set_thread(st, tid, th._replace(pc="sel", scan=scan))
-    if scan is not None:
-        return st, None
-    return st, decision
+def begin_pass(cfg, st, tid, lbl):
+    """ring_select starts a pass: [(label, state)]."""
+    th = st.threads[tid]._replace(pc="sel", scan=None, dirty=False)
+    st = set_thread(st, tid, th)
+    return continue_pass(cfg, st, tid, visit(cfg, st.owner, th.k, 0, ACC0), lbl)
 
 
 def act(cfg, st, tid, decision, lbl):
-    """ring_select decided: deliver, copy, end of stream, refuse, or wait."""
+    """ring_select decided: deliver, copy, end of stream, refuse, or wait: [(label, state)]."""
     th = st.threads[tid]
     kind = decision[0]
     if kind == "none":
         if th.dirty or pending_puts(st):     # (a put in flight may land: see loads)
-            st2, d2 = begin_pass(cfg, st, tid)
-            if d2 is None:
-                return lbl + "; nothing yet, but something changed: select again", st2
-            return act(cfg, st2, tid, d2, lbl + "; select again")
-        return lbl + "; nothing to deliver: wait", set_thread(st, tid, th._replace(pc="wait", scan=None))
+            return begin_pass(cfg, st, tid, lbl + "; nothing yet, but something changed: select again")
+        return [(lbl + "; nothing to deliver: wait", set_thread(st, tid, th._replace(pc="wait", scan=None)))]
+    if kind == "grace":
+        return [(lbl + ": wait for the grace period", set_thread(st, tid, th._replace(pc="twait", scan=None)))]
     if kind == "end":
-        return lbl + "; END OF STREAM", end_of_stream(cfg, st, tid)
+        return [(lbl + "; END OF STREAM", end_of_stream(cfg, st, tid))]
     if kind == "stuck":
-        return lbl + "; stuck on held views: refused", leave_call(cfg, st, tid)
+        return [(lbl + "; stuck on held views: refused", leave_call(cfg, st, tid))]
     if kind == "mixed":
-        rows = mixed_rows(cfg, st.owner, decision[1], th.k)
-        return lbl + f"; copy {rows} across rings", start_copy(cfg, st, tid, rows)
-    ring, k = decision[1], decision[2]
+        rows = mixed_rows(cfg, st.owner, decision[1], decision[2])
+        rings = tuple(dict.fromkeys(ring for ring, _ in rows))
+        if cfg.fairness and cfg.batching:
+            st = st._replace(owner=batch_fairness(cfg, st.owner, th.k, rings))
+        lead = f"from lead ring {decision[1]}" if decision[1] >= 0 else "from the round robin's place"
+        return [(lbl + f"; copy {rows} across rings ({lead})", start_copy(cfg, st, tid, rows, rings))]
+    ring, count = decision[1], decision[2]
+    check_short_batch(cfg, st, ring, count, th.k)
+    if cfg.fairness and cfg.batching:
+        st = st._replace(owner=batch_fairness(cfg, st.owner, th.k, (ring,)))
     d = st.owner.rings[ring].delivered
-    tickets = tuple(range(d, d + k))
+    tickets = tuple(range(d, d + count))
     slots = [record_slot(cfg, st.mem[ring], t) for t in tickets]
-    if k == 1 or slots == list(range(slots[0], slots[0] + k)):
+    if slots == list(range(slots[0], slots[0] + count)):
         if "get_leaves_busy_early" in MUT:
             st = leave_busy(cfg, st)
-            return lbl + f"; leave busy, then deliver ring {ring} {tickets}", set_thread(
-                st, tid, st.threads[tid]._replace(pc="deliver", scan=None, rows=(ring, tickets)))
-        return (lbl + f"; deliver ring {ring} tickets {tickets} (slots {slots})",
-                leave_call(cfg, deliver_view(cfg, st, tid, ring, tickets), tid))
+            return [(lbl + f"; leave busy, then deliver ring {ring} {tickets}", set_thread(
+                st, tid, st.threads[tid]._replace(pc="deliver", scan=None, rows=(ring, tickets))))]
+        return [(lbl + f"; deliver ring {ring} tickets {tickets} (slots {slots})",
+                 leave_call(cfg, deliver_view(cfg, st, tid, ring, tickets), tid))]
+    # _ring_batch: ring_delivered, then the copy
+    st = st._replace(owner=ring_delivered(cfg, st.owner, ring))
     rows = tuple((ring, t) for t in tickets)
-    return lbl + f"; ring {ring} slots {slots} not consecutive: copy", start_copy(cfg, st, tid, rows)
+    return [(lbl + f"; ring {ring} slots {slots} not consecutive: copy", start_copy(cfg, st, tid, rows, None))]
 
 
-def mixed_rows(cfg, owner, count, k):
-    """The next count ready tickets, one ring after the other, round robin."""
-    avail = [min(o.verified - o.delivered, k) for o in owner.rings]
-    nxt = [o.delivered for o in owner.rings]
-    rows, j = [], 0
-    while len(rows) < count:
-        ring = ring_at(cfg, owner, j)
-        if avail[ring] > 0:
-            rows.append((ring, nxt[ring]))
-            avail[ring] -= 1
-            nxt[ring] += 1
-        j += 1
+def mixed_rows(cfg, owner, lead, count):
+    """_mixed_batch: count ready tickets, ring after ring from lead (or the round robin's place)."""
+    start = lead if lead >= 0 and "mixed_ignores_lead" not in MUT else ring_at(cfg, owner, 0)
+    rows, need = [], count
+    for j in range(cfg.nrings):
+        ring = (start + j) % cfg.nrings
+        o = owner.rings[ring]
+        take = min(o.verified - o.delivered, need)
+        rows += [(ring, o.delivered + i) for i in range(take)]
+        need -= take
+        if need == 0:
+            break
+    assert need == 0, "mixed batch without k ready tickets"
     return tuple(rows)
+
+
+def ring_delivered(cfg, owner, ring):
+    """ring_delivered: the round robin moves past ring; every other ring with a verified ticket
+    waiting is passed; seen (and seen_time: the aged flag) follow verified."""
+    owner = owner._replace(next_ring=(ring + 1) % cfg.nrings)
+    if not cfg.batching:      # passed and seen_time matter only to get_batch(k > 1)
+        return owner
+    rings = owner.rings
+    return owner._replace(passed=tuple(j != ring and o.verified > o.delivered for j, o in enumerate(rings)),
+                          seen=tuple(o.verified for o in rings),
+                          aged=tuple(a and o.verified == s for a, o, s in zip(owner.aged, rings, owner.seen)))
+
+
+def check_short_batch(cfg, st, ring, count, k):
+    """A batch of fewer than k is the rest of a closing producer's messages (observable)."""
+    if count < k:
+        prod, got = st.prods[ring], st.owner.got[ring]
+        closing = prod.closed or CLOSING & {prod.pc, prod.closer and prod.closer[0]}
+        if not closing or got + count != prod.t:
+            raise Violation(f"SHORT BATCH: get_batch({k}) takes {count} of ring {ring} from ticket {got}; its "
+                            f"producer sent {prod.t} and {'is closing' if closing else 'did not close'}")
+
+
+CLOSING = {"c_check", "c_closed", "c_flush"}
+
+
+def batch_fairness(cfg, owner, k, served):
+    """Ghost (cfg.fairness with get_batch): the grace rule, at a delivery from the rings served.
+
+    A ring is *due* when it was passed over with a ticket waiting and nothing new arrived in it for
+    the grace period (passed, aged, verified > delivered).
+      1. The first due ring of the round robin is served, unless a ring before it leads by itself
+         (k ready, or its closed producer's remainder): that one is served first.
+      2. So a due ring waits through at most nrings - 1 deliveries of other rings: each of them moves
+         the round robin's place closer to it (while it stays due)."""
+    n = cfg.nrings
+    for j in range(n):
+        r = (owner.next_ring + j) % n
+        o = owner.rings[r]
+        ready = min(o.verified - o.delivered, k)
+        if ready and (ready >= k or ready == ring_left(o, real=True)):
+            break
+        if ready and owner.passed[r] and owner.aged[r]:
+            if r not in served:
+                raise Violation(f"PASSED OVER: ring {r} was passed over with a ticket waiting and nothing new "
+                                f"arrived in it for the grace period, no ring before it leads by itself, and "
+                                f"get_batch({k}) takes from ring(s) {list(served)} instead")
+            break
+    waits = list(owner.waits)
+    for r, o in enumerate(owner.rings):
+        if r in served or not (owner.passed[r] and owner.aged[r] and o.verified > o.delivered):
+            waits[r] = 0
+        else:
+            waits[r] += 1
+            if waits[r] > n - 1:
+                raise Violation(f"UNFAIR BATCH: ring {r} is due (passed over, a ticket waiting, nothing new for "
+                                f"the grace period) and waited through {waits[r]} deliveries of other rings")
+    return owner._replace(waits=tuple(waits))
 
 
 def check_delivery(cfg, st, ring, t, owner):
@@ -832,7 +1004,8 @@ def check_delivery(cfg, st, ring, t, owner):
 
 
 def count_wait(cfg, st, owner, ring):
-    """Fairness ghost: ring delivers; every other ring with a sent, undelivered message waited once more."""
+    """Fairness ghost (get() only): ring delivers; every other ring with a sent, undelivered message
+    waited once more."""
     waits = list(owner.waits)
     for r in range(cfg.nrings):
         if r == ring or st.prods[r].t <= owner.rings[r].delivered:
@@ -846,8 +1019,9 @@ def count_wait(cfg, st, owner, ring):
 
 
 def deliver_view(cfg, st, tid, ring, tickets):
+    """get() / a zero-copy batch: the tickets become a held view; ring_delivered."""
     owner = st.owner
-    if cfg.fairness:
+    if cfg.fairness and not cfg.batching:
         owner = count_wait(cfg, st, owner, ring)
     rows = []
     for t in tickets:
@@ -856,8 +1030,7 @@ def deliver_view(cfg, st, tid, ring, tickets):
         owner = owner._replace(got=tset(owner.got, ring, t + 1))
     o = owner.rings[ring]
     owner = set_ring_owner(owner, ring, delivered=max(o.delivered, tickets[-1] + 1))
-    owner = owner._replace(held=tuple(sorted(owner.held + ((ring, tuple(rows)),))),
-                           next_ring=(ring + 1) % cfg.nrings)
+    owner = ring_delivered(cfg, owner._replace(held=tuple(sorted(owner.held + ((ring, tuple(rows)),)))), ring)
     return st._replace(owner=owner)
 
 
@@ -865,11 +1038,12 @@ def deliver_step(cfg, st, tid):
     """Mutation get_leaves_busy_early: the delivery after the busy section."""
     ring, tickets = st.threads[tid].rows
     st = deliver_view(cfg, st, tid, ring, tickets)    # busy was left already: do not clear it again
-    return [(f"deliver ring {ring} tickets {tickets}", set_thread(st, tid, Th("idle", 0, None, (), None, False)))]
+    return [(f"deliver ring {ring} tickets {tickets}", set_thread(st, tid, TH_IDLE))]
 
 
-def start_copy(cfg, st, tid, rows):
-    return set_thread(st, tid, st.threads[tid]._replace(pc="copy", scan=None, rows=rows))
+def start_copy(cfg, st, tid, rows, fin):
+    """fin: the rings a mixed batch takes from (ring_delivered once all rows are copied), or None."""
+    return set_thread(st, tid, st.threads[tid]._replace(pc="copy", scan=None, rows=rows, fin=fin))
 
 
 def copy_row_step(cfg, st, tid):
@@ -880,11 +1054,19 @@ def copy_row_step(cfg, st, tid):
     if owner.rings[ring].delivered != t:
         raise AssertionError("copied rows out of order")
     slot, nb = check_delivery(cfg, st, ring, t, owner)
-    owner = owner._replace(got=tset(owner.got, ring, t + 1), next_ring=(ring + 1) % cfg.nrings)
+    owner = owner._replace(got=tset(owner.got, ring, t + 1))
     owner = set_ring_owner(owner, ring, delivered=t + 1)
     th = th._replace(pc="ret", rows=rest, ret=(((ring, slot),), "check" if "no_return_lock" in MUT else "lock",
                                                None, "copy"))
     return [(f"copy ring {ring} ticket {t} from slot {slot}", set_thread(st._replace(owner=owner), tid, th))]
+
+
+def finish_mixed(cfg, owner, rings):
+    """_mixed_batch after the copy: ring_delivered(last ring); no ring that gave rows is passed."""
+    owner = ring_delivered(cfg, owner, rings[-1])
+    if cfg.batching:
+        owner = owner._replace(passed=tuple(p and j not in rings for j, p in enumerate(owner.passed)))
+    return owner
 
 
 def leave_busy(cfg, st):
@@ -893,7 +1075,7 @@ def leave_busy(cfg, st):
 
 def leave_call(cfg, st, tid):
     st = leave_busy(cfg, st)
-    return set_thread(st, tid, st.threads[tid]._replace(pc="idle", k=0, scan=None, rows=(), ret=None, dirty=False))
+    return set_thread(st, tid, TH_IDLE)
 
 
 def end_of_stream(cfg, st, tid):
@@ -907,12 +1089,14 @@ def end_of_stream(cfg, st, tid):
 
 
 def wait_select_steps(cfg, st, tid):
-    if not (st.threads[tid].dirty or pending_puts(st)):
+    """The owner waits in ring_wait_select: a pass again once a word it read changed (wait), or at any
+    time when it waits for the grace period (twait: only the clock changes the answer)."""
+    th = st.threads[tid]
+    if th.pc == "twait":
+        return begin_pass(cfg, st, tid, "time passes: select again")
+    if not (th.dirty or pending_puts(st)):
         return []
-    st2, decision = begin_pass(cfg, st, tid)
-    if decision is None:
-        return [("wake: select again", st2)]
-    return [act(cfg, st2, tid, decision, "wake")]
+    return begin_pass(cfg, st, tid, "wake: select again")
 
 
 # --- owner: releases ---------------------------------------------------------------------------------
@@ -970,6 +1154,8 @@ def return_steps(cfg, st, tid):
     if cont == "copy":
         if th.rows:
             return [(lbl, set_thread(st, tid, th._replace(pc="copy", ret=None)))]
+        if th.fin:
+            st = st._replace(owner=finish_mixed(cfg, st.owner, th.fin))
         return [(lbl + "; copied batch returned", leave_call(cfg, st, tid))]
     return [(lbl, set_thread(st, tid, th._replace(pc="idle", ret=None)))]
 
@@ -988,9 +1174,13 @@ def consumer_idle_steps(cfg, st, tid):
         # self-deadlock): it gets after its own put found the ring full, or once it closed it.
         own_open = own_ring_open(cfg, st)
         if cfg.get_single and (not own_open or owner.own_full):
-            out.append(enter_call(cfg, st, tid, 1))
+            out += enter_call(cfg, st, tid, 1)
         if not own_open:
-            out += [enter_call(cfg, st, tid, k) for k in cfg.batch]
+            # get_batch(k) refuses at once (no change) when k > P x C - the messages held in views
+            outstanding = sum(len(rows) for _, rows in owner.held)
+            for k in cfg.batch:
+                if k <= cfg.nrings * cfg.C - outstanding:
+                    out += enter_call(cfg, st, tid, k)
     if tid == 0 and cfg.own is not None:
         out += own_idle_steps(cfg, st)
     return out
@@ -999,11 +1189,7 @@ def consumer_idle_steps(cfg, st, tid):
 def enter_call(cfg, st, tid, k):
     owner = st.owner._replace(own_full=False, busy=1 if cfg.consumers == 2 else 0)
     st = set_thread(st._replace(owner=owner), tid, st.threads[tid]._replace(k=k))
-    st2, decision = begin_pass(cfg, st, tid)
-    name = "get()" if k == 1 else f"get_batch({k})"
-    if decision is None:
-        return (name, st2)
-    return act(cfg, st2, tid, decision, name)
+    return begin_pass(cfg, st, tid, "get()" if k == 1 else f"get_batch({k})")
 
 
 def own_idle_steps(cfg, st):
@@ -1039,7 +1225,7 @@ def thread_steps(cfg, st, tid):
         return consumer_idle_steps(cfg, st, tid)
     if pc == "sel":
         return select_step(cfg, st, tid)
-    if pc == "wait":
+    if pc in ("wait", "twait"):
         return wait_select_steps(cfg, st, tid)
     if pc == "copy":
         return copy_row_step(cfg, st, tid)
@@ -1193,9 +1379,12 @@ def describe(cfg, st):
                      f"closed={p.closed} busy={p.busy} closer={p.closer}; owner delivered={o.delivered} "
                      f"verified={o.verified} returned={o.returned} closed_count={o.closed - 1 if o.closed else None}")
         lines.append(f"   words: {st.mem[r]}")
-    lines.append(f"owner: held={st.owner.held} lock={st.owner.lock} busy={st.owner.busy} eos={st.owner.eos}")
+    o = st.owner
+    lines.append(f"owner: held={o.held} lock={o.lock} busy={o.busy} eos={o.eos} next_ring={o.next_ring} "
+                 f"passed={o.passed} seen={o.seen} aged={o.aged} arrivals={o.arrivals} quiet={o.quiet} "
+                 f"waits={o.waits}")
     for tid, th in enumerate(st.threads):
-        lines.append(f"{thread_name(cfg, tid)}: pc={th.pc} k={th.k} dirty={th.dirty} ret={th.ret}")
+        lines.append(f"{thread_name(cfg, tid)}: pc={th.pc} k={th.k} dirty={th.dirty} ret={th.ret} fin={th.fin}")
     return "\n".join(lines)
 
 
@@ -1249,14 +1438,19 @@ def trace_to(parent, st):
 # --- configurations -----------------------------------------------------------------------------------------
 
 # Small bounds that together exercise every path: shm and rma (checked, large and mixed sizes),
-# get and get_batch (zero-copy, copied from one ring, copied across rings, short at the end,
-# refused while held views block it), puts that time out, the owner's own puts (finding its ring
+# get and get_batch (zero-copy, copied from one ring, copied across rings from a lead ring or after
+# the grace, short for a closed producer's remainder, k > C, refused while held views block it,
+# the grace rule's fairness), puts that time out, the owner's own puts (finding its ring
 # full), a releaser thread, a closer thread, two consumer threads.  tests/test_model.py runs these.
 QUICK = {
     "shm-P2-M2-C1": dict(transport="shm", P=2, M=2, C=1),
     "shm-P3-M1-C1-fair": dict(transport="shm", P=3, M=1, C=1, fairness=True),
     "shm-P1-M3-C2-batch2": dict(transport="shm", P=1, M=3, C=2, batch=(2,)),
-    "shm-P2-M2-C2-batch2-only": dict(transport="shm", P=2, M=2, C=2, batch=(2,), get_single=False),
+    "shm-P2-M2-C2-batch2-only-fair": dict(transport="shm", P=2, M=2, C=2, batch=(2,), get_single=False,
+                                          fairness=True),
+    "shm-P2-M2-C1-batch2-only": dict(transport="shm", P=2, M=2, C=1, batch=(2,), get_single=False),
+    "shm-P2-M1+3-C3-batch2-only-hold1-fair": dict(transport="shm", P=2, M=(1, 3), C=3, batch=(2,),
+                                                  get_single=False, hold=1, fairness=True),
     "shm-P1-M3-C1-timeouts": dict(transport="shm", P=1, M=3, C=1, ptimeouts=1),
     "shm-P1-M2-C1-ownput2": dict(transport="shm", P=1, M=2, C=1, owner_msgs=2),
     "shm-P1-M3-C2-releaser": dict(transport="shm", P=1, M=3, C=2, releaser=True),
@@ -1284,6 +1478,12 @@ MORE = {
     "shm-P2-M2-C2-batch2": dict(transport="shm", P=2, M=2, C=2, batch=(2,)),
     "shm-P2-M2-C3-batch2-hold2": dict(transport="shm", P=2, M=2, C=3, batch=(2,), hold=2),
     "shm-P3-M1-C2-batch2": dict(transport="shm", P=3, M=1, C=2, batch=(2,)),
+    "shm-P2-M1+4-C4-batch2-only-fair": dict(transport="shm", P=2, M=(1, 4), C=4, batch=(2,), get_single=False,
+                                            fairness=True),
+    "shm-P3-M1-C2-batch2-only-fair": dict(transport="shm", P=3, M=1, C=2, batch=(2,), get_single=False, fairness=True),
+    "shm-P3-M1-C1-batch2-fair": dict(transport="shm", P=3, M=1, C=1, batch=(2,), fairness=True),
+    "shm-P2-M2-C1-batch2": dict(transport="shm", P=2, M=2, C=1, batch=(2,)),
+    "shm-P2-M2+3-C2-batch2-fair": dict(transport="shm", P=2, M=(2, 3), C=2, batch=(2,), fairness=True),
     "shm-P2-M2-C1-timeouts": dict(transport="shm", P=2, M=2, C=1, ptimeouts=1),
     "shm-P1-M3-C2-ownput3": dict(transport="shm", P=1, M=3, C=2, owner_msgs=3),
     "shm-P2-M2-C1-releaser": dict(transport="shm", P=2, M=2, C=1, releaser=True),
@@ -1293,6 +1493,8 @@ MORE = {
     "rma-checked-P2-M2-C2": dict(transport="rma", P=2, M=2, C=2, sizes=(1,)),
     "rma-checked-P3-M1-C1": dict(transport="rma", P=3, M=1, C=1, sizes=(1,)),
     "rma-large-P2-M2-C2-batch2": dict(transport="rma", P=2, M=2, C=2, sizes=(2,), batch=(2,)),
+    "rma-checked-P2-M1+3-C2-batch2-only-fair": dict(transport="rma", P=2, M=(1, 3), C=2, batch=(2,),
+                                                    get_single=False, fairness=True),
     "rma-mixed-P2-M2-C1-timeouts": dict(transport="rma", P=2, M=2, C=1, sizes=(1, 2), ptimeouts=1),
     "rma-mixed-P1-M3-C2-ownput3": dict(transport="rma", P=1, M=3, C=2, sizes=(1, 2), owner_msgs=3),
     "rma-mixed-P2-M2-C1-releaser": dict(transport="rma", P=2, M=2, C=1, sizes=(1, 2), releaser=True),
@@ -1324,6 +1526,9 @@ MUTATION_CONFIGS = {
     "shm_stamp_first": dict(transport="shm", P=1, M=1, C=1),
     "no_round_robin": dict(transport="shm", P=2, M=2, C=1, fairness=True),
     "complement_check": dict(transport="rma", P=1, M=4, C=3, torn_reads=True),
+    "end_before_reachable": dict(transport="shm", P=1, M=1, C=1),
+    "passed_never_leads": dict(transport="shm", P=2, M=(1, 4), C=4, batch=(2,), get_single=False, fairness=True),
+    "grace_gives_short_batch": dict(transport="shm", P=2, M=(1, 2), C=2, batch=(2,), get_single=False),
 }
 
 
