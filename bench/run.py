@@ -273,6 +273,7 @@ def main(argv=None):
     parser.add_argument("--second-mpi", metavar="TREE", type=Path,
                         help="a copy of this tree with its own .venv on another MPI (make bench: .ci-work/openmpi)")
     parser.add_argument("--only", nargs="+", metavar="SYSTEM", help="run only these systems (stream.py names)")
+    parser.add_argument("--repeats", type=int, help="rounds per figure (default: the profile's)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="where results go (default: bench/results)")
     parser.add_argument("--update", metavar="MARKDOWN", type=Path,
                         help="also write the tables into this file between its marker lines (make bench: bench/RESULTS.md)")
@@ -282,7 +283,9 @@ def main(argv=None):
     if args.redraw:
         write_report(json.loads((args.out / "results.json").read_text()), args.out, args.update)
         return
-    cfg = PROFILES[args.profile or "full"]
+    cfg = dict(PROFILES[args.profile or "full"])
+    if args.repeats:
+        cfg["repeats"] = args.repeats
     primary = sys.executable
     second = None
     if args.second_mpi:
