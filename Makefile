@@ -1,5 +1,5 @@
 # The README's two commands. Each sets up what it needs (MPI comes from PyPI).
-.PHONY: demo test bench
+.PHONY: demo test bench bench-remote
 
 demo:
 	ci/make-env.sh mpich .
@@ -14,3 +14,10 @@ bench:
 	ci/make-env.sh mpich .
 	ci/openmpi-tree.sh
 	.venv/bin/python bench/run.py --full --second-mpi .ci-work/openmpi --update bench/RESULTS.md
+
+# The remote path alone (rdq, the copy limit and Send/Recv, shm and both network paths); about 25 min.
+bench-remote:
+	ci/make-env.sh mpich .
+	ci/openmpi-tree.sh
+	.venv/bin/python bench/run.py --full --repeats 3 --second-mpi .ci-work/openmpi \
+		--only rdq rdq-cython-batch sendrecv copy --out bench/results-remote
