@@ -3,6 +3,7 @@
 A scenario that hangs is killed with its whole process group, and the test
 fails showing what every rank said last (see scenarios.say) and its output.
 """
+import contextlib
 import os
 import shutil
 import signal
@@ -52,18 +53,29 @@ class ScenarioFailed(AssertionError):
     pass
 
 
+def mpi_segments():
+    """The MPI libraries' shared-memory segments in /dev/shm (MPICH, Open MPI)."""
+    try:
+        return {name for name in os.listdir("/dev/shm") if name.startswith(("mpich_shm_", "sm_segment."))}
+    except OSError:
+        return set()
+
+
 def launch(cmd, timeout, env=None, python=sys.executable):
     """Run a command line (mpiexec ...) of `python`'s environment in a process group of its own.
 
     Returns (output, None) on success, or (output, what went wrong).  On
     timeout every process of the group is asked for its Python stack (SIGUSR1,
     for those that registered faulthandler), then the whole group is killed.
+    A job that aborted or was killed cannot remove its shared-memory segments:
+    the ones that appeared while it ran are removed (jobs run one at a time).
     """
+    before = mpi_segments()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=mpi_env(env, python), start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
-        return out, (None if proc.returncode == 0 else f"exit code {proc.returncode}")
+        verdict = None if proc.returncode == 0 else f"exit code {proc.returncode}"
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGUSR1)
         try:
@@ -71,7 +83,12 @@ def launch(cmd, timeout, env=None, python=sys.executable):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
-        return out, f"TIMEOUT after {timeout} s (process group killed)"
+        verdict = f"TIMEOUT after {timeout} s (process group killed)"
+    if verdict is not None:
+        for name in mpi_segments() - before:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join("/dev/shm", name))
+    return out, verdict
 
 
 def run_scenario(name, n, *args, timeout=90, env=None):
