@@ -23,9 +23,6 @@ static inline int64_t rdq_cas(void *p, int64_t expected, int64_t desired)
     return expected;
 }
 
-static inline int64_t rdq_fetch_add(void *p, int64_t v)
-{ return __atomic_fetch_add((int64_t *)p, v, __ATOMIC_ACQ_REL); }
-
 /* A load of a word another process may be writing with MPI_Put: the compiler must
  * read memory each time (a polling loop), and gets no ordering from it. */
 static inline int64_t rdq_load_relaxed(const void *p)
