@@ -42,10 +42,12 @@ ctypedef struct Ring:
     int owner
     int rank
     bint shm                  # base maps the owner's segment on this rank: load/store
-    char *base                # owner's segment (shm: every rank; rma: the owner only; else NULL)
+    char *base                # owner's memory (shm: every rank; rma: the owner only; else NULL)
+    MPI_Aint disp0            # rma: where base is in the window (64-byte alignment)
     int64_t nrings            # one ring per producer
     int64_t capacity          # slots per ring
-    int64_t slot_bytes
+    int64_t slot_bytes        # the largest message
+    int64_t slot_stride       # slot_bytes rounded up to 64 (layout.pxi)
     MPI_Aint meta_base
     MPI_Aint free_base
     MPI_Aint payload_base
@@ -67,17 +69,29 @@ ctypedef struct Ring:
 cdef class Queue:
     cdef Ring ring
     cdef readonly object comm
+    """The mpi4py communicator the queue was made on."""
     cdef readonly str name
+    """The queue's name in messages (name=, or queue0, queue1, ...)."""
     cdef readonly int owner
+    """The rank whose window holds the queue: the only one that gets."""
     cdef readonly int rank
+    """This rank in the communicator."""
     cdef readonly int64_t capacity
+    """Slots per producer: the messages one producer can have in flight."""
     cdef readonly int64_t slot_bytes
+    """The largest message, in bytes (a typed queue: the size of one array)."""
     cdef readonly tuple shape
+    """Each message's shape (a typed queue), or None (raw bytes)."""
     cdef readonly object dtype
+    """Each message's numpy dtype (a typed queue), or None (raw bytes)."""
     cdef readonly tuple producers
+    """The ranks that may put, sorted."""
     cdef readonly str transport
+    """"shm" (load/store into a shared segment) or "rma" (MPI one-sided calls)."""
     cdef readonly bint is_producer
+    """Whether this rank may put."""
     cdef readonly object sample       # put-side sampling policy (x -> bool), or None
+    """The put-side sampling policy (x -> bool), or None."""
     cdef bint closed
     cdef bint freed
     cdef bint end_of_stream
@@ -96,6 +110,8 @@ cdef class Queue:
     cdef int64_t n_puts, n_gets, bytes_put, bytes_got, full_waits, empty_waits, batch_copies, sampled_out
     cdef int64_t outstanding  # messages delivered and not yet returned
     cdef int64_t exports      # live buffer/DLPack exports of those messages
+    cdef char *mapping        # shm: the segment this rank mapped (memory.pxi), else NULL
+    cdef size_t mapping_bytes
 
     # C-level API for Cython simulations: callable without the GIL (see README, "Cython API").
     # Returns 1 when sent, 0 when no slot freed up within timeout (< 0: wait forever, 0: do not wait).
@@ -108,6 +124,11 @@ cdef class Queue:
     cdef _set_message_kind(self, str where, shape, dtype, slot_bytes)
     cdef _init_ring(self, tuple layout)
     cdef _create_window(self, comm, str transport, int64_t total)
+    cdef _map_segment(self, comm, int64_t total)
+    cdef _map_window(self, comm, int64_t total)
+    cdef _raise_problems(self, list gathered)
+    cdef _free_windows(self)
+    cdef void _unmap(self) noexcept
     cdef str _where(self)
     cdef int _check_usable(self, str call) except -1
     cdef int _enter(self, const char *call, bint wait) except -1 nogil
@@ -120,6 +141,8 @@ cdef class Queue:
     cdef Batch _mixed_batch(self, int64_t lead, int64_t count)
     cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1
     cdef int _check_put(self, str call) except -1
+    cdef double _own_put_timeout(self, double timeout) noexcept nogil
+    cdef int _refuse_own_full_put(self, str call) except -1
     cdef bint _sampled(self, x) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1
@@ -145,13 +168,16 @@ cdef class _SlotView:
     cdef void _add_export(self) noexcept
     cdef void _drop_export(self) noexcept
     cdef int _check_exportable(self) except -1
+    cdef bint _contiguous(self) noexcept
 
 
 cdef class Message(_SlotView):
     cdef int64_t ring
     cdef int64_t slot
     cdef readonly int source
+    """The rank that put the message."""
     cdef readonly int64_t seq
+    """The message's number among its producer's messages, from 0."""
 
 
 cdef class Batch(_SlotView):
@@ -160,7 +186,9 @@ cdef class Batch(_SlotView):
     cdef int64_t pinned               # slots pinned: k when zero-copy, 0 when copied
     cdef object rows                  # the copied rows, when not zero-copy
     cdef readonly object sources
+    """Each row's producing rank (a numpy int32 array)."""
     cdef readonly object seqs
+    """Each row's number among its producer's messages (a numpy int64 array)."""
 
 
 # Typed puts from Cython memoryviews, checked against the queue's dtype and shape:

@@ -5,7 +5,8 @@ MPI is called through mpi4py's libmpi declarations with the GIL released.
 """
 cimport cython
 from cpython.buffer cimport (PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release,
-                             PyBUF_C_CONTIGUOUS, PyBUF_FORMAT)
+                             PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_ANY_CONTIGUOUS,
+                             PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES)
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_IsValid, PyCapsule_GetPointer, PyCapsule_SetName
@@ -17,12 +18,19 @@ from libc.string cimport memcmp, memcpy, memset, strcmp
 from mpi4py cimport MPI
 from mpi4py.libmpi cimport *
 
+import itertools
+import math
+import operator
+import os
+
+import numpy as np
 from mpi4py import MPI
 from rdq.errors import RDQError, Full, Empty, Closed, MPIError
 
 include "errors.pxi"
 include "layout.pxi"
 include "ring.pxi"
+include "memory.pxi"
 include "dlpack.pxi"
 include "message.pxi"
 include "queue.pxi"

@@ -54,6 +54,22 @@ cdef object _dtype_to_dl(object dtype):
     return codes[dtype.kind], dtype.itemsize * 8
 
 
+_DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal",
+               10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon",
+               17: "maia"}
+
+
+def _dl_device_name(int device_type):
+    return _DL_DEVICES.get(device_type, f"DLPack device type {device_type}")
+
+
+def _dl_dtype_name(int code, int bits, int lanes):
+    """What a user calls a DLPack element type (float32, int8, bfloat16, ...)."""
+    names = {kDLInt: "int", kDLUInt: "uint", kDLFloat: "float", kDLComplex: "complex", kDLBool: "bool", 4: "bfloat"}
+    name = names.get(code, f"(DLPack type code {code}) ") + ("" if code == kDLBool else str(bits))
+    return name if lanes == 1 else f"{name}x{lanes}"
+
+
 # --- export: a Message or Batch lends its slots to a DLPack consumer ---------
 
 cdef void _release_export(void *ctx) noexcept nogil:

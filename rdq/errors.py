@@ -1,8 +1,8 @@
 """rdq's exception tree.
 
     RDQError            everything rdq raises on purpose derives from it
-    ├── Full            put(block=False) or put(timeout=...) found no free slot in time
-    ├── Empty           get(block=False) or get(timeout=...) found no message in time
+    ├── Full            put(block=False) or put(timeout=...) found no free slot in time (also a queue.Full)
+    ├── Empty           get(block=False) or get(timeout=...) found no message in time (also a queue.Empty)
     ├── Closed          put after close(), get after end of stream, use after free()
     └── MPIError        an MPI call returned an error code (.error_code, .error_string)
 
@@ -11,15 +11,18 @@ TypeError before anything is sent.
 """
 
 
+import queue
+
+
 class RDQError(Exception):
     """Base class of rdq's own errors."""
 
 
-class Full(RDQError):
+class Full(RDQError, queue.Full):
     """No free slot in the queue within the time allowed."""
 
 
-class Empty(RDQError):
+class Empty(RDQError, queue.Empty):
     """No message arrived within the time allowed."""
 
 

@@ -6,8 +6,10 @@
 #   free      nrings x capacity records of FREE_BYTES, by ticket % capacity:
 #             entry = lapbase(ticket) + slot + 1, entry_check
 #             (a check is rdq_check(value, where the record is): a torn record fails it)
-#   payload   nrings x capacity dense slots of slot_bytes (64-byte aligned start), so
-#             consecutive slots of one ring are one (k, *shape) array
+#   payload   nrings x capacity slots of slot_stride bytes: slot_bytes rounded up to 64,
+#             so every slot starts 64-byte aligned (what JAX and SIMD code want), and
+#             consecutive slots of one ring are one (k, *shape) array (dense when
+#             slot_bytes is a multiple of 64, else with a row stride of slot_stride)
 #
 # Ring i belongs to producers[i]; each word above has one writer (the ring's producer,
 # or the owner for the free list).
@@ -23,12 +25,13 @@ cdef enum:
 
 
 def window_layout(nrings, capacity, slot_bytes):
-    """(meta_base, free_base, payload_base, total bytes) of a queue's window."""
+    """(meta_base, free_base, payload_base, slot_stride, total bytes) of a queue's window."""
     records = nrings * capacity
     meta_base = nrings * CTRL_BYTES
     free_base = meta_base + records * META_BYTES
     payload_base = (free_base + records * FREE_BYTES + 63) // 64 * 64
-    return meta_base, free_base, payload_base, payload_base + records * slot_bytes
+    slot_stride = (slot_bytes + 63) // 64 * 64
+    return meta_base, free_base, payload_base, slot_stride, payload_base + records * slot_stride
 
 
 cdef inline MPI_Aint ctrl_off(Ring *r, int64_t ring) noexcept nogil:
@@ -44,7 +47,7 @@ cdef inline MPI_Aint free_off(Ring *r, int64_t ring, int64_t ticket) noexcept no
 
 
 cdef inline MPI_Aint slot_off(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
-    return r.payload_base + (ring * r.capacity + slot) * r.slot_bytes
+    return r.payload_base + (ring * r.capacity + slot) * r.slot_stride
 
 
 cdef inline char *slot_ptr(Ring *r, int64_t ring, int64_t slot) noexcept nogil:

@@ -13,7 +13,7 @@ cdef class _SlotView:
         raise TypeError(f"rdq.{type(self).__name__} is made by the queue, not directly")
 
     def __dealloc__(self):
-        if not self.returned and self.queue is not None and not self.queue.freed:
+        if not self.returned and self.queue is not None:
             self._return_slots()
         PyMem_Free(self.own_dims)
 
@@ -21,8 +21,10 @@ cdef class _SlotView:
         pass
 
     cdef void _return_slots(self) noexcept:
+        # After free() the slots belong to no ring any more: nothing to give back.
         self.returned = True
-        self._give_back()
+        if not self.queue.freed:
+            self._give_back()
 
     cdef void _add_export(self) noexcept:
         self.exports += 1
@@ -33,6 +35,8 @@ cdef class _SlotView:
         self.queue.exports -= 1
         if self.exports == 0 and self.release_requested and not self.returned:
             self._return_slots()
+        if self.queue.exports == 0 and self.queue.freed:
+            self.queue._unmap()   # the last view of a freed queue's memory
 
     cdef int _check_exportable(self) except -1:
         if self.release_requested:
@@ -54,14 +58,17 @@ cdef class _SlotView:
 
     @property
     def nbytes(self):
+        """Bytes of payload (a batch: of all its rows)."""
         return self.nbytes
 
     @property
     def shape(self):
+        """The array's shape: the queue's shape, (nbytes,) for raw bytes, (k, ...) for a batch."""
         return tuple(self.c_shape[i] for i in range(self.ndim))
 
     @property
     def dtype(self):
+        """The numpy dtype of the elements (uint8 for raw bytes)."""
         return self.queue.dtype if self.queue.dtype is not None else _UINT8
 
     def __enter__(self):
@@ -70,15 +77,30 @@ cdef class _SlotView:
     def __exit__(self, *exc):
         self.release()
 
+    cdef bint _contiguous(self) noexcept:
+        # rows are dense inside; a batch's rows are dense when its stride is the row size
+        return self.ndim == 0 or self.c_strides[0] * self.c_shape[0] == self.nbytes
+
     def __getbuffer__(self, Py_buffer *buf, int flags):
+        # PEP 3118: a consumer that cannot take strides, or asks for a contiguous
+        # buffer, never gets a strided batch (its rows would carry slot padding).
         self._check_exportable()
+        wants_contiguous = ((flags & PyBUF_STRIDES) != PyBUF_STRIDES
+                            or (flags & (PyBUF_C_CONTIGUOUS | PyBUF_F_CONTIGUOUS | PyBUF_ANY_CONTIGUOUS)
+                                & ~PyBUF_STRIDES))
+        if wants_contiguous and not self._contiguous():
+            raise BufferError(f"{self!r} is strided (each row sits in a {self.c_strides[0]}-byte slot): "
+                              f"numpy.asarray() and torch.from_dlpack() take it as it is; "
+                              f"numpy.ascontiguousarray() makes a dense copy")
+        if (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS and self.ndim > 1 and self.nbytes > self.queue.itemsize:
+            raise BufferError(f"{self!r} is C-contiguous, not Fortran-contiguous")
         buf.buf = self.data
         buf.len = self.nbytes
         buf.readonly = 0
         buf.itemsize = self.queue.itemsize
         buf.ndim = self.ndim
-        buf.shape = self.c_shape
-        buf.strides = self.c_strides
+        buf.shape = self.c_shape if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        buf.strides = self.c_strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
         buf.suboffsets = NULL
         buf.internal = NULL
         buf.format = NULL
@@ -97,13 +119,19 @@ cdef class _SlotView:
             raise BufferError(f"{self!r} lives in host memory: stream must be None, got {stream!r}")
         if dl_device is not None and tuple(dl_device) != (kDLCPU, 0):
             raise BufferError(f"{self!r} lives in host memory (kDLCPU, 0); cannot export to {dl_device}")
-        if copy:
-            raise BufferError(f"{self!r} is exported without copies; copy=True is not supported")
         versioned = max_version is not None and max_version[0] >= 1
+        if copy:
+            # The standard: the producer copies when asked to.  The copy is numpy's own
+            # array, which owns its memory and exports itself.
+            return np.array(memoryview(self), copy=True).__dlpack__(max_version=max_version if versioned else None)
         return _export_dlpack(self, versioned)
 
     def __dlpack_device__(self):
         return (kDLCPU, 0)
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} is a view of a slot of the owner's window and cannot be "
+                        f"pickled or copied; numpy.array(m) (a copy) can")
 
     def __array__(self, dtype=None, copy=None):
         # numpy tries the buffer protocol first and, when that fails, would quietly

@@ -1,16 +1,31 @@
 # Queue: collective construction and teardown, put, get, close, stats.
 
-import itertools
-import math
-import os
-
-import numpy as np
-
 _UINT8 = np.dtype(np.uint8)
+cdef bint _mpi_finalized = False   # set while MPI_Finalize runs (_watch_finalize)
+cdef bint _watching_finalize = False
+_retired = []                      # freed rma queues whose windows wait for the owner's views to die
 _queue_numbers = itertools.count()   # same on every rank when queues are made in the same order
 _TRANSPORTS = ("auto", "shm", "rma")
 cdef enum:
     SMALL_PUT = 65536   # bytes; smaller puts first try without releasing the GIL
+
+
+cdef int _on_finalize(MPI_Comm comm, int keyval, void *value, void *extra) noexcept nogil:
+    global _mpi_finalized
+    _mpi_finalized = True
+    return MPI_SUCCESS
+
+
+cdef int _watch_finalize() except -1:
+    """Learn when MPI_Finalize starts (it deletes MPI_COMM_SELF's attributes first), so that
+    queues used after it raise rdq.Closed instead of calling into a finalized MPI."""
+    global _watching_finalize
+    cdef int keyval
+    if not _watching_finalize:
+        CHKERR(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, _on_finalize, &keyval, NULL))
+        CHKERR(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, NULL))
+        _watching_finalize = True
+    return 0
 
 
 cdef double _as_timeout(block, timeout, str what) except? -2:
@@ -23,6 +38,28 @@ cdef double _as_timeout(block, timeout, str what) except? -2:
     if math.isnan(t) or t < 0:
         raise ValueError(f"{what}: timeout must be None or a number >= 0, got {timeout!r}")
     return t
+
+
+def _as_index(value, str what, str where):
+    """An integer argument; anything with __index__ (numpy and torch integers too) will do."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{where}: {what} must be an integer, got {value!r}") from None
+
+
+def _as_dtype(dtype, str where):
+    """A numpy dtype from anything numpy understands, or a torch dtype (torch.float32)."""
+    if type(dtype).__module__ == "torch" and type(dtype).__name__ == "dtype":
+        name = str(dtype).rpartition(".")[2]
+        if name == "bfloat16":
+            raise TypeError(f"{where}: dtype torch.bfloat16 has no numpy equivalent; put float32 (or "
+                            f".view(torch.int16) into an int16 queue and view it back)")
+        dtype = name
+    try:
+        return np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"{where}: dtype {dtype!r} is not a dtype: {exc}") from None
 
 
 def _available_memory():
@@ -60,18 +97,19 @@ def _agree(comm, str where, tuple spec, problem):
     problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
     if problems:
         raise ValueError(f"{where}: cannot create the queue: " + "; ".join(problems))
+    names = ("owner", "capacity", "slot_bytes", "shape", "dtype", "producers", "transport")
     for r, (other, _) in enumerate(gathered):
-        if other != spec:
-            raise ValueError(f"{where}: rdq.Queue is collective and needs the same arguments on every rank; "
-                             f"rank {r} passed (owner, capacity, slot_bytes, shape, dtype, producers, transport)="
-                             f"{other}, this rank {spec}")
+        differ = [f"{n}={o!r} on rank {r}, {m!r} on this rank" for n, o, m in zip(names, other, spec) if o != m]
+        if differ:
+            raise ValueError(f"{where}: rdq.Queue is collective and needs the same arguments on every rank: "
+                             + "; ".join(differ))
 
 
 cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
     cdef DLTensor *t = dl.tensor
     if t.device.device_type != kDLCPU:
-        raise ValueError(f"{self._where()}: put() takes host (CPU) memory; this tensor is on DLPack device "
-                         f"type {t.device.device_type} (move it with .cpu() first)")
+        raise ValueError(f"{self._where()}: put() takes host (CPU) memory; this tensor is on "
+                         f"{_dl_device_name(t.device.device_type)} (move it with .cpu() first)")
     if not dl.c_contiguous():
         raise ValueError(f"{self._where()}: put() needs a C-contiguous tensor (.contiguous() makes one)")
     if self.dtype is None:
@@ -79,21 +117,26 @@ cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
             raise ValueError(f"{self._where()}: message of {dl.nbytes()} bytes exceeds slot_bytes={self.slot_bytes}")
         return 0
     if t.dtype.code != self.dl_code or t.dtype.bits != self.dl_bits or t.dtype.lanes != 1:
-        raise TypeError(f"{self._where()}: expected dtype {self.dtype}, got DLPack type "
-                        f"(code {t.dtype.code}, bits {t.dtype.bits}, lanes {t.dtype.lanes})")
+        raise TypeError(f"{self._where()}: expected dtype {self.dtype}, got "
+                        f"{_dl_dtype_name(t.dtype.code, t.dtype.bits, t.dtype.lanes)}")
     if dl.shape() != self.shape:
         raise ValueError(f"{self._where()}: expected shape {self.shape}, got {dl.shape()}")
     return 0
 
 
+@cython.embedsignature(False)   # Cython's signature of __init__ puts slot_bytes before the "*"
 cdef class Queue:
-    """A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
+    """Queue(comm, owner=0, capacity=1024, shape=None, dtype=None, *, slot_bytes=None, producers=None, sample=None, name=None, transport=None)
+--
+
+A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
 
     Collective over ``comm``: every rank calls it with the same arguments.
 
     Typed queues carry arrays of one ``shape`` and ``dtype``; raw-bytes queues
     (``slot_bytes=``) carry byte strings of up to ``slot_bytes``, each message
-    with its own length.  Every rank in ``producers`` (default: all) may put;
+    with its own length.  Every rank in ``producers`` (default: all but the
+    owner) may put, ``capacity`` messages each at a time;
     only the owner gets.  ``transport`` (default ``$RDQ_TRANSPORT`` or "auto")
     picks "shm" (all ranks on one node: load/store into a shared window) or
     "rma" (MPI one-sided calls for every access); "auto" takes shm when every
@@ -114,14 +157,17 @@ cdef class Queue:
         self.name = str(name) if name is not None else f"queue{next(_queue_numbers)}"
         where = f"rank {self.rank}: rdq.Queue {self.name!r}"
 
-        if not isinstance(owner, int) or not 0 <= owner < size:
+        owner = _as_index(owner, "owner", where)
+        if not 0 <= owner < size:
             raise ValueError(f"{where}: owner must be a rank of the communicator (0..{size - 1}), got {owner!r}")
-        if not isinstance(capacity, int) or capacity < 1:
+        capacity = _as_index(capacity, "capacity", where)
+        if capacity < 1:
             raise ValueError(f"{where}: capacity must be an integer >= 1, got {capacity!r}")
         self._set_message_kind(where, shape, dtype, slot_bytes)
         if producers is None:
-            producers = range(size)
-        producers = tuple(sorted(set(int(p) for p in producers)))
+            # The owner consumes: `for m in q` on it ends once the others closed.
+            producers = [r for r in range(size) if r != owner] or [owner]
+        producers = tuple(sorted(set(_as_index(p, "a producer rank", where) for p in producers)))
         if not producers or min(producers) < 0 or max(producers) >= size:
             raise ValueError(f"{where}: producers must be a non-empty list of ranks in 0..{size - 1}")
         if sample is not None and not callable(sample):
@@ -132,11 +178,12 @@ cdef class Queue:
             raise ValueError(f"{where}: transport must be one of {_TRANSPORTS}, got {transport!r}")
 
         layout = window_layout(len(producers), capacity, self.slot_bytes)
-        problem = _window_problem(len(producers), capacity, self.slot_bytes, layout[3], self.rank == owner, owner)
+        problem = _window_problem(len(producers), capacity, self.slot_bytes, layout[4], self.rank == owner, owner)
         # Every rank must agree on the queue, and learn about the owner's problem, before anything collective.
         _agree(comm, where, (owner, capacity, self.slot_bytes, self.shape,
                              None if self.dtype is None else self.dtype.str, producers, transport), problem)
 
+        _watch_finalize()
         self.comm = comm
         self.owner = owner
         self.capacity = capacity
@@ -147,15 +194,15 @@ cdef class Queue:
         if self.dtype is not None:
             self._init_layout()
         self._init_ring(layout)
-        self._create_window(comm, transport, layout[3])
-        self.freed = False
+        self._create_window(comm, transport, layout[4])
 
     cdef _set_message_kind(self, str where, shape, dtype, slot_bytes):
         """A typed queue's shape and dtype, or a raw-bytes queue's slot_bytes, checked."""
         if slot_bytes is not None:
             if shape is not None or dtype is not None:
                 raise ValueError(f"{where}: give either shape and dtype (typed queue) or slot_bytes (raw bytes), not both")
-            if not isinstance(slot_bytes, int) or slot_bytes < 1:
+            slot_bytes = _as_index(slot_bytes, "slot_bytes", where)
+            if slot_bytes < 1:
                 raise ValueError(f"{where}: slot_bytes must be an integer >= 1, got {slot_bytes!r}")
             self.shape = None
             self.dtype = None
@@ -167,10 +214,11 @@ cdef class Queue:
         else:
             if shape is None or dtype is None:
                 raise ValueError(f"{where}: a typed queue needs shape and dtype; a raw-bytes queue needs slot_bytes")
-            shape = (shape,) if isinstance(shape, int) else tuple(shape)
-            if not shape or not all(isinstance(d, int) and d >= 1 for d in shape):
+            shape = (shape,) if hasattr(shape, "__index__") else tuple(shape)
+            shape = tuple(_as_index(d, "every dimension of shape", where) for d in shape)
+            if not shape or not all(d >= 1 for d in shape):
                 raise ValueError(f"{where}: shape must be a non-empty tuple of integers >= 1, got {shape!r}")
-            dt = np.dtype(dtype)
+            dt = _as_dtype(dtype, where)
             if not dt.isnative:
                 raise TypeError(f"{where}: dtype {dt} is not in native byte order")
             try:
@@ -209,7 +257,7 @@ cdef class Queue:
         r.nrings = len(self.producers)
         r.capacity = self.capacity
         r.slot_bytes = self.slot_bytes
-        r.meta_base, r.free_base, r.payload_base = layout[:3]
+        r.meta_base, r.free_base, r.payload_base, r.slot_stride = layout[:4]
         r.ring = self.producers.index(self.rank) if self.is_producer else -1
         if self.is_producer:
             # every slot starts free: ticket j < capacity writes slot j
@@ -228,20 +276,12 @@ cdef class Queue:
 
     cdef _create_window(self, comm, str transport, int64_t total):
         cdef Ring *r = &self.ring
-        cdef MPI_Comm user_comm = (<MPI.Comm>comm).ob_mpi
         cdef MPI_Comm node = MPI_COMM_NULL
-        cdef MPI_Aint local_bytes = total if self.rank == self.owner else 0
-        cdef MPI_Aint seg_bytes = 0
-        cdef int node_size = 0, size = comm.Get_size(), disp_unit = 1, one_node = 0, all_one_node = 0
-        cdef int model_flag = 0
-        cdef int *model = NULL
-        cdef void *base = NULL
-        cdef int64_t i, entry
-        cdef int64_t *word
+        cdef int node_size = 0, size = comm.Get_size(), one_node = 0, all_one_node = 0
         with nogil:
             # The user's communicator, not a duplicate: MPI has a few thousand context ids per
             # process, and the window already takes one.  It must outlive the queue.
-            r.comm = user_comm
+            r.comm = (<MPI.Comm>comm).ob_mpi
             CHKERR(MPI_Comm_split_type(r.comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node))
             CHKERR(MPI_Comm_size(node, &node_size))
             CHKERR(MPI_Comm_free(&node))
@@ -252,38 +292,80 @@ cdef class Queue:
                              f"on the owner's node; use 'rma' or 'auto'")
         r.shm = transport == "shm" or (transport == "auto" and all_one_node and not _network_path_forced())
         self.transport = "shm" if r.shm else "rma"
+        if r.shm:
+            self._map_segment(comm, total)
+        else:
+            self._map_window(comm, total)
+
+    cdef _map_segment(self, comm, int64_t total):
+        """shm: the owner's segment, mapped on every rank (memory.pxi)."""
+        cdef Ring *r = &self.ring
+        problems, names = [], []
+        if self.rank == self.owner:
+            self.mapping = create_segment(total, problems, names)
+            self.mapping_bytes = total
+            if self.mapping != NULL:
+                r.base = self.mapping
+                init_free_lists(r)
+        name, owner_problem = comm.bcast((names[0] if names else None, problems[0] if problems else None),
+                                         root=self.owner)
+        if owner_problem is None and self.rank != self.owner:
+            self.mapping = map_segment(name, total, False, problems)
+            self.mapping_bytes = total
+            r.base = self.mapping
+        gathered = comm.allgather(problems[0] if problems else None)   # every rank has mapped it, or failed
+        if self.rank == self.owner and owner_problem is None:
+            unlink_segment(name)
+        self._raise_problems(gathered)
+        self.freed = False
+
+    cdef _map_window(self, comm, int64_t total):
+        """rma: MPI_Win_allocate memory (MPICH and Open MPI put it in shared memory for the
+        owner's node, so producers there write it directly), locked for the queue's life."""
+        cdef Ring *r = &self.ring
+        cdef MPI_Aint local_bytes = total + 64 if self.rank == self.owner else 0
+        cdef int model_flag = 0
+        cdef int *model = NULL
+        cdef void *base = NULL
         with nogil:
-            if r.shm:
-                CHKERR(MPI_Win_allocate_shared(local_bytes, disp_unit, MPI_INFO_NULL, r.comm, &base, &r.win))
-                CHKERR(MPI_Win_set_errhandler(r.win, MPI_ERRORS_RETURN))
-                CHKERR(MPI_Win_shared_query(r.win, r.owner, &seg_bytes, &disp_unit, &r.base))
-            else:
-                CHKERR(MPI_Win_allocate(local_bytes, disp_unit, MPI_INFO_NULL, r.comm, &base, &r.win))
-                CHKERR(MPI_Win_set_errhandler(r.win, MPI_ERRORS_RETURN))
-                CHKERR(MPI_Win_get_attr(r.win, MPI_WIN_MODEL, &model, &model_flag))
-                r.base = <char *>base if r.rank == r.owner else NULL
+            CHKERR(MPI_Win_allocate(local_bytes, 1, MPI_INFO_NULL, r.comm, &base, &r.win))
+            CHKERR(MPI_Win_set_errhandler(r.win, MPI_ERRORS_RETURN))
+            CHKERR(MPI_Win_get_attr(r.win, MPI_WIN_MODEL, &model, &model_flag))
             if r.rank == r.owner:
-                # control and meta records start at zero (nothing sent, nothing closed);
-                # free-list record j hands slot j to ticket j; the payload needs no clearing
-                memset(r.base, 0, <size_t>r.free_base)
-                for i in range(r.nrings * r.capacity):
-                    word = owner_word(r, free_off(r, i // r.capacity, i % r.capacity))
-                    entry = free_entry(r, i % r.capacity, i % r.capacity)
-                    word[0] = entry
-                    word[1] = free_check(r, i // r.capacity, i % r.capacity, entry)
+                r.disp0 = (64 - <size_t>base % 64) % 64   # every slot 64-byte aligned
+                r.base = <char *>base + r.disp0
+                init_free_lists(r)
+            CHKERR(MPI_Bcast(&r.disp0, 1, MPI_AINT, r.owner, r.comm))
             CHKERR(MPI_Win_lock_all(MPI_MODE_NOCHECK, r.win))
             CHKERR(MPI_Win_sync(r.win))
             CHKERR(MPI_Barrier(r.comm))
             CHKERR(MPI_Win_sync(r.win))
-        if not r.shm and model_flag and model[0] != MPI_WIN_UNIFIED:
+        self.freed = False
+        if model_flag and model[0] != MPI_WIN_UNIFIED:
             # The owner reads delivered payloads with loads; that needs the unified memory model.
             self.free()
             raise RDQError(f"rank {self.rank}: rdq.Queue {self.name!r}: this MPI offers only the "
                            f"separate RMA memory model; rdq needs MPI_WIN_UNIFIED")
 
+    cdef _raise_problems(self, list gathered):
+        """Every rank raises the same ValueError when any rank could not map its memory."""
+        problems = [f"rank {rank}: {p}" for rank, p in enumerate(gathered) if p]
+        if problems:
+            self._unmap()
+            raise ValueError(f"rank {self.rank}: rdq.Queue {self.name!r}: cannot create the queue: "
+                             + "; ".join(problems))
+
+    cdef void _unmap(self) noexcept:
+        if self.mapping != NULL:
+            unmap(self.mapping, self.mapping_bytes)
+            self.mapping = NULL
+            self.ring.base = NULL
+
     def __dealloc__(self):
-        # No collective call here: a queue that was never freed leaks its window
-        # until MPI_Finalize rather than risking a hang.
+        # No collective call here: a queue that was never freed leaks its window (and
+        # the memory behind it, which MPI may still write) until the process ends.
+        if self.freed:
+            self._unmap()
         PyMem_Free(self.c_shape)
         PyMem_Free(self.ring.slots)
         PyMem_Free(self.ring.rings)
@@ -300,6 +382,8 @@ cdef class Queue:
     cdef int _check_usable(self, str call) except -1:
         if self.freed:
             raise Closed(f"rank {self.rank}: {call} on queue {self.name!r}, which was freed")
+        if _mpi_finalized:
+            raise Closed(f"rank {self.rank}: {call} on queue {self.name!r} after MPI_Finalize")
         return 0
 
     cdef int _enter(self, const char *call, bint wait) except -1 nogil:
@@ -357,7 +441,7 @@ cdef class Queue:
         sampling policy, a Python callable, is not applied here."""
         cdef bint waited = False
         cdef int sent
-        if self.freed or self.closed or not self.is_producer:
+        if self.freed or self.closed or not self.is_producer or _mpi_finalized:
             with gil:
                 self._check_put("put_nogil()")
         if data == NULL or nbytes < 0:
@@ -375,10 +459,14 @@ cdef class Queue:
             if self.closed:
                 with gil:
                     self._check_put("put_nogil()")
-            sent = ring_put(&self.ring, <const char *>data, nbytes, -1.0 if timeout < 0 else timeout, &waited)
+            sent = ring_put(&self.ring, <const char *>data, nbytes,
+                            self._own_put_timeout(-1.0 if timeout < 0 else timeout), &waited)
         finally:
             self._leave()
         self._count_put(sent, waited, nbytes)
+        if not sent and timeout < 0:
+            with gil:
+                self._refuse_own_full_put("put_nogil()")
         return sent
 
     cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
@@ -447,7 +535,7 @@ cdef class Queue:
                 self._check_view(&view, x)
                 if self.sample is not None and not self._sampled(x):
                     return False
-                sent = self._put_bytes(<const char *>view.buf, view.len, c_timeout)
+                sent = self._put_bytes(<const char *>view.buf, view.len, self._own_put_timeout(c_timeout))
             finally:
                 PyBuffer_Release(&view)
         elif hasattr(x, "__dlpack__"):
@@ -455,15 +543,31 @@ cdef class Queue:
             _check_dlpack(self, dl)
             if self.sample is not None and not self._sampled(x):
                 return False
-            sent = self._put_bytes(dl.data(), dl.nbytes(), c_timeout)
+            sent = self._put_bytes(dl.data(), dl.nbytes(), self._own_put_timeout(c_timeout))
         else:
             raise TypeError(f"{self._where()}: put() needs a buffer-protocol or DLPack object, "
                             f"got {type(x).__name__}")
+        if not sent and c_timeout < 0:
+            self._refuse_own_full_put("put()")
         if not sent:
             raise Full(f"{self._where()}: no free slot" +
                        ("" if c_timeout == 0 else f" within {c_timeout} s") +
                        f" (capacity {self.capacity}; is the owner rank {self.owner} consuming?)")
         return True
+
+    def put_nowait(self, x):
+        """put(x, block=False), as queue.Queue has it."""
+        return self.put(x, block=False)
+
+    cdef double _own_put_timeout(self, double timeout) noexcept nogil:
+        # The owner putting into its own ring waits for its own releases: with no
+        # timeout, a full ring would wait forever (put raises Full at once instead).
+        return 0.0 if timeout < 0 and self.rank == self.owner else timeout
+
+    cdef int _refuse_own_full_put(self, str call) except -1:
+        raise Full(f"{self._where()}: {call} on the owner into its own full ring (capacity {self.capacity}) "
+                   f"would wait forever: only the owner's own releases free its slots. Release messages "
+                   f"first, or pass a timeout if another thread of this rank releases them")
 
     cdef int _check_view(self, Py_buffer *view, object x) except -1:
         cdef int i
@@ -484,7 +588,7 @@ cdef class Queue:
         raise ValueError(f"{self._where()}: expected shape {self.shape}, got {got}")
 
     cdef int close_nogil(self) except -1 nogil:
-        if self.freed:
+        if self.freed or _mpi_finalized:
             with gil:
                 self._check_usable("close_nogil()")
         if not self.is_producer:
@@ -589,6 +693,10 @@ cdef class Queue:
         self.bytes_got += msg.nbytes
         return msg
 
+    def get_nowait(self):
+        """get(block=False), as queue.Queue has it."""
+        return self.get(block=False)
+
     def get_batch(self, k, block=True, timeout=None):
         """The next k messages (owner only) as one rdq.Batch of shape (k, *shape).
 
@@ -604,7 +712,8 @@ cdef class Queue:
         """
         cdef int64_t ring, count, total = self.ring.nrings * self.capacity
         cdef int what
-        if not isinstance(k, int) or k < 1 or k > total:
+        k = _as_index(k, "get_batch(k)", self._where())
+        if k < 1 or k > total:
             raise ValueError(f"{self._where()}: get_batch(k) needs 1 <= k <= {total} (producers x capacity), "
                              f"got {k!r}")
         if k > total - self.outstanding:
@@ -671,7 +780,7 @@ cdef class Queue:
         batch.first_slot = first
         batch.pinned = count
         batch.data = slot_ptr(r, ring, first)
-        batch.c_strides[0] = r.slot_bytes
+        batch.c_strides[0] = r.slot_stride
         self.outstanding += count
         return batch
 
@@ -753,23 +862,44 @@ cdef class Queue:
         }
 
     def free(self):
-        """Collective teardown of the window. Raises BufferError on every rank while
-        the owner still has live exports of received messages."""
-        cdef Ring *r = &self.ring
-        cdef int64_t live = self.exports, max_live = 0
+        """Collective teardown of the window: every rank of the communicator calls it.
+
+        A producer that has not closed closes first, so the owner's stream ends.  Views
+        of received messages stay valid until they die; anything else done with the
+        queue or its messages afterwards raises rdq.Closed, and release() does nothing."""
         if self.freed:
             return
-        with nogil:
-            CHKERR(MPI_Allreduce(&live, &max_live, 1, MPI_INT64_T, MPI_MAX, r.comm))
-        if max_live:
-            raise BufferError(f"rank {self.rank}: cannot free queue {self.name!r}: owner rank {self.owner} "
-                              f"still has {max_live} live view(s) of its messages (arrays, memoryviews or "
-                              f"tensors); delete them first")
+        if not _mpi_finalized:
+            if self.is_producer and not self.closed:
+                self.close()
+            if self.ring.shm:
+                self.comm.Barrier()
+            else:
+                self._free_windows()
         self.freed = True
-        with nogil:
-            CHKERR(MPI_Win_unlock_all(r.win))
-            CHKERR(MPI_Win_free(&r.win))
-        r.base = NULL
+        if self.exports == 0:
+            self._unmap()
+
+    cdef _free_windows(self):
+        """rma: free this queue's window, unless the owner still has views of it: MPI owns that
+        memory, so such a window is retired and freed by a later free() on the same communicator
+        once those views have died (or left to MPI_Finalize).  Every rank decides alike."""
+        cdef Queue q
+        cdef Ring *r
+        waiting = [q for q in _retired if q.ring.comm == self.ring.comm] + [self]
+        live = np.array([q.exports for q in waiting], np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, live, op=MPI.MAX)
+        for q, views in zip(waiting, live):
+            if q is not self and views == 0:
+                _retired.remove(q)
+            if views == 0:
+                r = &q.ring
+                with nogil:
+                    CHKERR(MPI_Win_unlock_all(r.win))
+                    CHKERR(MPI_Win_free(&r.win))
+                r.base = NULL
+            elif q is self:
+                _retired.append(self)
 
     def __enter__(self):
         return self

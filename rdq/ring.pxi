@@ -9,7 +9,7 @@
 # owner's free list (MPI_Get) only when its cached credit is used up.
 #
 # The same steps run on two memory backends, chosen once per queue:
-#   shm: every rank maps the owner's segment (MPI_Win_allocate_shared): memcpy,
+#   shm: every rank maps the owner's shared-memory segment (memory.pxi): memcpy,
 #        loads and stores, a release store of the stamp publishes a message.
 #   rma: MPI_Put / MPI_Get / MPI_Win_flush into MPI_Win_allocate memory.  Puts
 #        land in any order and byte by byte, so every record another rank reads
@@ -30,6 +30,21 @@ cdef enum Selection:
     SELECT_STUCK = 4        # cannot be met until the owner releases views
 
 
+# --- the window at creation ----------------------------------------------------
+
+cdef void init_free_lists(Ring *r) noexcept nogil:
+    """The owner's memory before anyone may read it: nothing sent, nothing closed,
+    and free-list record j of every ring hands slot j to ticket j."""
+    cdef int64_t i, entry
+    cdef int64_t *word
+    memset(r.base, 0, <size_t>r.free_base)
+    for i in range(r.nrings * r.capacity):
+        word = owner_word(r, free_off(r, i // r.capacity, i % r.capacity))
+        entry = free_entry(r, i % r.capacity, i % r.capacity)
+        word[0] = entry
+        word[1] = free_check(r, i // r.capacity, i % r.capacity, entry)
+
+
 # --- moving bytes ---------------------------------------------------------
 
 cdef int rma_put(Ring *r, MPI_Aint off, const char *src, int64_t n) except -1 nogil:
@@ -37,7 +52,7 @@ cdef int rma_put(Ring *r, MPI_Aint off, const char *src, int64_t n) except -1 no
     cdef int64_t done = 0, chunk
     while done < n:
         chunk = min(n - done, <int64_t>MAX_PUT_CHUNK)
-        CHKERR(MPI_Put(<void *>(src + done), <int>chunk, MPI_BYTE, r.owner, off + done,
+        CHKERR(MPI_Put(<void *>(src + done), <int>chunk, MPI_BYTE, r.owner, r.disp0 + off + done,
                        <int>chunk, MPI_BYTE, r.win))
         r.calls.puts += 1
         done += chunk
@@ -45,7 +60,7 @@ cdef int rma_put(Ring *r, MPI_Aint off, const char *src, int64_t n) except -1 no
 
 
 cdef int rma_get(Ring *r, MPI_Aint off, char *dst, int64_t n) except -1 nogil:
-    CHKERR(MPI_Get(dst, <int>n, MPI_BYTE, r.owner, off, <int>n, MPI_BYTE, r.win))
+    CHKERR(MPI_Get(dst, <int>n, MPI_BYTE, r.owner, r.disp0 + off, <int>n, MPI_BYTE, r.win))
     r.calls.gets += 1
     return 0
 

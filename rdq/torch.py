@@ -1,7 +1,7 @@
 """PyTorch streaming: an IterableDataset over an rdq queue, zero-copy through DLPack.
 
     ds = rdq.torch.QueueDataset(q, batch_size=32)          # on the queue's owner
-    for x in torch.utils.data.DataLoader(ds, batch_size=None):
+    for x in torch.utils.data.DataLoader(ds, batch_size=None):   # None: rdq makes the batches
         loss = model(x).sum(); ...                         # x shares memory with the window
 
 Each tensor pins its slots until it dies, so a training loop that keeps no
@@ -9,6 +9,9 @@ references frees them by itself.  MPI cannot be used from DataLoader worker
 processes (they are forked copies of this rank): num_workers must be 0, and
 iterating in a worker raises a clear error.
 """
+import sys
+import warnings
+
 import torch
 import torch.utils.data
 
@@ -36,6 +39,15 @@ class QueueDataset(torch.utils.data.IterableDataset):
         if torch.utils.data.get_worker_info() is not None:
             raise RDQError(f"QueueDataset over queue {self.queue.name!r} iterated in a DataLoader worker "
                            f"process, where MPI cannot be used: use num_workers=0")
+        # DataLoader's default batch_size=1 collates: it stacks (copies) every tensor into a new
+        # batch with an extra dimension.  Its fetcher, the frame that first runs this generator,
+        # says whether it does.
+        fetcher = sys._getframe(1).f_locals.get("self")
+        if getattr(fetcher, "auto_collation", False):
+            warnings.warn(f"QueueDataset over queue {self.queue.name!r} in a DataLoader with batch_size="
+                          f"{getattr(fetcher, 'batch_size', '?')}: the DataLoader copies every tensor into a "
+                          f"batch of its own. For zero-copy batches use QueueDataset(q, batch_size=k) with "
+                          f"DataLoader(ds, batch_size=None)", stacklevel=2)
         while True:
             try:
                 view = self.queue.get() if self.batch_size is None else self.queue.get_batch(self.batch_size)
