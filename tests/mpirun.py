@@ -45,6 +45,9 @@ def mpi_env(extra=None, python=sys.executable):
         env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         env.setdefault("OMPI_MCA_osc", "^ucx")            # no UCX hardware here: quiet its warnings
         env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        # Open MPI 5's launcher (PRRTE) reads its own variable: what --oversubscribe does, for
+        # command lines that the docs show without it (tests/test_docs.py)
+        env.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
     env.update(extra or {})
     return env
 
@@ -61,7 +64,7 @@ def mpi_segments():
         return set()
 
 
-def launch(cmd, timeout, env=None, python=sys.executable):
+def launch(cmd, timeout, env=None, python=sys.executable, cwd=None):
     """Run a command line (mpiexec ...) of `python`'s environment in a process group of its own.
 
     Returns (output, None) on success, or (output, what went wrong).  On
@@ -72,7 +75,7 @@ def launch(cmd, timeout, env=None, python=sys.executable):
     """
     before = mpi_segments()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=mpi_env(env, python), start_new_session=True)
+                            env=mpi_env(env, python), start_new_session=True, cwd=cwd)
     try:
         out, _ = proc.communicate(timeout=timeout)
         verdict = None if proc.returncode == 0 else f"exit code {proc.returncode}"

@@ -24,6 +24,7 @@ import rdq
 
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
+EVERYONE = range(size)   # producers: every rank, the owner too (the default leaves the owner out)
 _last_words = None
 
 
@@ -98,6 +99,7 @@ class Payloads:
         self.kind, self.slot_bytes = kind, slot_bytes
 
     def queue(self, **kw):
+        kw.setdefault("producers", EVERYONE)
         if self.kind == "typed":
             return rdq.Queue(comm, shape=TYPED_SHAPE, dtype=np.int64, **kw)
         return rdq.Queue(comm, slot_bytes=self.slot_bytes, **kw)
@@ -262,7 +264,7 @@ def scenario_timeouts(argv):
     """Empty and Full on time, and nothing lost or duplicated around them."""
     owner = size - 1
     cap = 4
-    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
+    q = rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
     if rank == owner:
         for kwargs in ({"block": False}, {"timeout": 0}, {"timeout": 0.3}):
             t0 = time.monotonic()
@@ -337,8 +339,8 @@ def expect_error(exc_type, fn, *words):
 def scenario_bad_input(argv):
     """Every bad input is a clear error naming rank and queue, and loses nothing already queued."""
     owner = size - 1
-    q = rdq.Queue(comm, owner=owner, capacity=3 * size, shape=TYPED_SHAPE, dtype=np.int64, name="fields")
-    raw = rdq.Queue(comm, owner=owner, capacity=2 * size, slot_bytes=64, name="bytes")
+    q = rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=3 * size, shape=TYPED_SHAPE, dtype=np.int64, name="fields")
+    raw = rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=2 * size, slot_bytes=64, name="bytes")
     good = 0
 
     def put_good():
@@ -373,16 +375,19 @@ def scenario_bad_input(argv):
         check(got == {r: 3 for r in range(size)}, f"good messages: {got}")
         raws = sorted(bytes(m) for m in raw)
         check(raws == sorted([b"abc", b"hello world"] * size), f"raw messages {raws}")
-    # free() while a view is alive: BufferError on every rank, no hang, then a clean free.
-    q2 = rdq.Queue(comm, owner=owner, capacity=size, slot_bytes=16)
+    # free() while the owner holds a view: the window goes on every rank, the view stays valid.
+    q2 = rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=size, slot_bytes=16)
     q2.put(b"pinned")
     q2.close()
-    view = None
     if rank == owner:
-        view = np.asarray(q2.get())
-    expect_error(BufferError, q2.free, "live view")
-    del view
+        m = q2.get()
+        view = np.asarray(m)
     q2.free()
+    if rank == owner:
+        check(bytes(view) == b"pinned", f"view after free: {bytes(view)!r}")
+        expect_error(rdq.Closed, lambda: np.asarray(m), "freed")
+        m.release()
+        del view, m
     expect_error(rdq.Closed, lambda: q2.put(b"x"), "freed")
     expect_error(rdq.Closed, q2.get, "freed")
     q2.free()   # a second free does nothing
@@ -392,7 +397,7 @@ def scenario_bad_input(argv):
     expect_error(ValueError, lambda: rdq.Queue(comm, owner=size, capacity=4, slot_bytes=8), "owner")
     if size > 1:
         expect_error(ValueError, lambda: rdq.Queue(comm, owner=0, capacity=4 + (rank == 0), slot_bytes=8),
-                     "same arguments on every rank")
+                     "same arguments on every rank", "capacity=")
     expect_error(ValueError, lambda: rdq.Queue(comm, owner=owner, capacity=1 << 40, slot_bytes=1 << 20),
                  "cannot create the queue")
     if size > 1:
@@ -412,7 +417,7 @@ def scenario_bad_input(argv):
 def scenario_many_queues(argv):
     """Every rank owns a queue; every rank puts into every queue."""
     count = 50
-    queues = [rdq.Queue(comm, owner=o, capacity=size * count, shape=TYPED_SHAPE, dtype=np.int64,
+    queues = [rdq.Queue(comm, producers=EVERYONE, owner=o, capacity=size * count, shape=TYPED_SHAPE, dtype=np.int64,
                         name=f"q{o}") for o in range(size)]
     for q in queues:
         for seq in range(count):
@@ -431,7 +436,7 @@ def scenario_torch_views(argv):
     owner = size - 1
     cap = 4
     count = 400 if size > 1 else cap - 1   # a lone owner-producer cannot put more than fits
-    q = rdq.Queue(comm, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
+    q = rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=cap, shape=TYPED_SHAPE, dtype=np.int64)
     if rank != owner or size == 1:
         for seq in range(count):
             q.put(torch.from_numpy(typed_payload(rank, seq)))   # DLPack input path
@@ -587,7 +592,7 @@ def scenario_resources(argv):
         return len(os.listdir("/proc/self/fd")), resident_pages * os.sysconf("SC_PAGESIZE") // 1024
 
     alive = int(argv[0])
-    queues = [rdq.Queue(comm, owner=i % size, capacity=4, slot_bytes=64) for i in range(alive)]
+    queues = [rdq.Queue(comm, producers=EVERYONE, owner=i % size, capacity=4, slot_bytes=64) for i in range(alive)]
     say(f"{alive} queues made")
     for q in queues:
         q.put(b"x")
@@ -599,10 +604,10 @@ def scenario_resources(argv):
         q.free()
     del queues
     for _ in range(200):           # warm up allocator caches before measuring
-        rdq.Queue(comm, capacity=4, slot_bytes=4096).free()
+        rdq.Queue(comm, producers=EVERYONE, capacity=4, slot_bytes=4096).free()
     fds0, rss0 = footprint()
     for i in range(3000):
-        with rdq.Queue(comm, owner=i % size, capacity=8, slot_bytes=4096) as q:
+        with rdq.Queue(comm, producers=EVERYONE, owner=i % size, capacity=8, slot_bytes=4096) as q:
             q.put(np.full(4096, i % 256, np.uint8))
             q.close()
             if rank == q.owner:
@@ -620,7 +625,7 @@ def scenario_fail(argv):
     """A rank raises mid-stream; `python -m mpi4py` must end the whole job (the test expects failure)."""
     who = argv[0]                              # "producer" or "consumer"
     owner = size - 1
-    with rdq.Queue(comm, owner=owner, capacity=2, shape=TYPED_SHAPE, dtype=np.int64) as q:
+    with rdq.Queue(comm, producers=EVERYONE, owner=owner, capacity=2, shape=TYPED_SHAPE, dtype=np.int64) as q:
         if rank != owner:
             for seq in range(10_000):
                 q.put(typed_payload(rank, seq))   # blocks on the full ring once the consumer is gone
@@ -637,6 +642,50 @@ def scenario_fail(argv):
 
 
 # --- the multi-ring protocol (docs/protocol.md) ----------------------------------------------
+
+def scenario_natural_loop(argv):
+    """What a new user writes: default producers (everyone but the owner), views kept past the
+    loop, producers that forget close() (free() closes for them), the with block freeing."""
+    owner = size - 1
+    with rdq.Queue(comm, owner=owner, capacity=4, shape=TYPED_SHAPE, dtype=np.int64) as q:
+        check(q.producers == tuple(r for r in range(size) if r != owner) or (owner,), f"{q.producers}")
+        if rank != owner:
+            for seq in range(50):
+                q.put(typed_payload(rank, seq))
+            if rank % 2:
+                q.close()            # the even ranks forget: leaving the with block closes them
+        else:
+            got = {}
+            for m in q:
+                with m:
+                    x = np.asarray(m)          # outlives the loop and the with block
+                    check_typed(x.copy(), m.source, m.seq)
+                    got[m.source] = got.get(m.source, 0) + 1
+                    last = (m.source, m.seq)
+            check(got == {r: 50 for r in range(size - 1)}, f"got {got}")
+    if rank == owner:
+        check_typed(x.copy(), *last)                   # the last view still reads its message
+    comm.Barrier()
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
+def scenario_small_dev_shm(argv):
+    """Run with a 64 MB /dev/shm: a queue that does not fit is refused on every rank, clearly."""
+    try:
+        rdq.Queue(comm, owner=size - 1, capacity=96, slot_bytes=1 << 20)
+    except ValueError as exc:
+        check("/dev/shm has no room" in str(exc) and "--shm-size" in str(exc) and f"rank {size - 1}" in str(exc),
+              f"unclear: {exc}")
+        print(f"rank {rank}: refused: {exc}", flush=True)
+    else:
+        check(False, "a 96 MiB queue in a 64 MB /dev/shm was not refused")
+    with rdq.Queue(comm, owner=size - 1, capacity=8, slot_bytes=1 << 20) as q:
+        if rank != q.owner:
+            q.put(np.full(1 << 20, 7, np.uint8))
+        else:
+            check(int(np.asarray(q.get()).sum()) == 7 << 20, "the queue that fits lost its message")
+    print(f"rank {rank}: ok: a queue that fits works", flush=True)
+
 
 def scenario_full_ring_others_flow(argv):
     """One producer's ring is full (the owner holds all its messages) while the others keep flowing."""
@@ -704,7 +753,7 @@ def scenario_owner_computes(argv):
         for m in q:
             m.release()
             received += 1
-        check(received == (cap - 1) * (size - 1), f"received {received} messages")
+        check(received == cap * (size - 1), f"received {received} messages")
     else:
         time.sleep(0.2)                                   # the owner is computing by now
         longest = 0.0
@@ -715,8 +764,21 @@ def scenario_owner_computes(argv):
         say(f"producer: longest put {longest * 1e3:.1f} ms")
         # a put that needed the owner would have waited for the rest of its 2 s computation
         check(longest < busy / 2, f"a put took {longest:.3f} s while the owner computed {busy} s")
+        # F8: bounded waits are bounded while the owner computes, the ring now full
+        q.put(x)
+        overshoot = {}
+        for what, call, bound in (("block=False", lambda: q.put(x, block=False), 0.0),
+                                  ("timeout=0.2", lambda: q.put(x, timeout=0.2), 0.2)):
+            t = time.monotonic()
+            expect_error(rdq.Full, call, "no free slot")
+            overshoot[what] = time.monotonic() - t - bound
+        t = time.monotonic()
         q.close()
-        print(f"rank {rank}: longest put {longest * 1e3:.2f} ms while the owner computed", flush=True)
+        overshoot["close"] = time.monotonic() - t
+        say(f"producer: bounded waits overshot by {overshoot}")
+        check(max(overshoot.values()) < 0.5, f"bounded waits overshot their bound: {overshoot}")
+        print(f"rank {rank}: longest put {longest * 1e3:.2f} ms while the owner computed; bounded waits "
+              f"overshot by at most {max(overshoot.values()) * 1e3:.1f} ms", flush=True)
     q.free()
     print(f"rank {rank}: ok ({q.transport})", flush=True)
 

@@ -1,4 +1,5 @@
 """Batches, put-side sampling, PyTorch streaming and groups, in one process on MPI.COMM_SELF."""
+import io
 import gc
 import os
 import subprocess
@@ -42,7 +43,13 @@ def test_batch_rows_are_consecutive_slots_of_the_window():
             q.put(row(i))
         b1, b2 = q.get_batch(4), q.get_batch(4)
         a1 = np.asarray(b1)
-        assert a1.ctypes.data + a1.nbytes == np.asarray(b2).ctypes.data   # the dense payload region
+        # 48-byte rows in 64-byte slots: one strided array over consecutive slots
+        assert a1.strides == (64, 24, 8) and a1.ctypes.data % 64 == 0
+        assert a1.ctypes.data + 4 * 64 == np.asarray(b2).ctypes.data
+        with pytest.raises(BufferError, match="strided"):   # PEP 3118: no padding behind a contiguous request
+            io.BytesIO().write(b1)
+        assert bytes(b1) == a1.tobytes()                   # bytes() asks for strides and compacts
+        assert np.ascontiguousarray(b1).tobytes() == a1.tobytes()
         with pytest.raises(rdq.Full):                      # both batches pin all 8 slots
             q.put(row(9), block=False)
         b2.release()
@@ -107,10 +114,11 @@ def test_torch_from_batch_shares_memory():
         assert q.stats()["outstanding"] == 0
 
 
-@pytest.mark.parametrize("k, words", [(0, "1 <= k"), (-1, "1 <= k"), (9, "capacity"), (2.0, "1 <= k")])
-def test_bad_batch_sizes(k, words):
+@pytest.mark.parametrize("k, error, words", [(0, ValueError, "1 <= k"), (-1, ValueError, "1 <= k"),
+                                             (9, ValueError, "capacity"), (2.0, TypeError, "integer")])
+def test_bad_batch_sizes(k, error, words):
     with typed_queue(capacity=8) as q:
-        with pytest.raises(ValueError, match=words):
+        with pytest.raises(error, match=words):
             q.get_batch(k)
 
 
@@ -203,6 +211,24 @@ def test_dataset_streams_batches_zero_copy_until_end_of_stream():
         assert got == [[0, 1, 2, 3], [4, 5]]
         gc.collect()
         assert q.stats()["outstanding"] == 0 and q.stats()["batch_copies"] == 0
+
+
+def test_dataset_in_a_collating_dataloader_warns():
+    """DataLoader's default batch_size=1 copies every tensor: say so, and say the zero-copy way."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    from rdq.torch import QueueDataset
+    with typed_queue(capacity=8) as q:
+        for i in range(4):
+            q.put(row(i))
+        with pytest.warns(UserWarning, match=r"DataLoader\(ds, batch_size=None\)"):
+            first = next(iter(torch.utils.data.DataLoader(QueueDataset(q))))
+        assert first.shape == (1, *SHAPE)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert next(iter(torch.utils.data.DataLoader(QueueDataset(q, batch_size=2), batch_size=None))).shape == (2, *SHAPE)
+        del first
+        gc.collect()
 
 
 def test_dataset_refuses_workers_and_bad_arguments():

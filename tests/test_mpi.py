@@ -72,6 +72,12 @@ def test_timeouts_full_and_empty(n, transport_env):
     run_scenario("timeouts", n, env=transport_env)
 
 
+@pytest.mark.parametrize("n", [2, 4])
+def test_natural_owner_loop_ends(n, transport_env):
+    """Default producers, views kept past the loop, forgotten close(): the obvious code ends."""
+    run_scenario("natural_loop", n, env=transport_env)
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_bad_input(n, transport_env):
     run_scenario("bad_input", n, env=transport_env)

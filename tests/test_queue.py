@@ -1,4 +1,5 @@
 """Single-process tests on MPI.COMM_SELF: arguments, zero-copy exports, release rules."""
+import os
 import ctypes
 import gc
 import math
@@ -109,10 +110,24 @@ def test_dlpack_versioned_and_legacy_capsules(q):
     assert q.stats()["live_exports"] == 0                 # unconsumed capsules gave their exports back
     x = np.from_dlpack(m)
     assert x.ctypes.data == np.asarray(m).ctypes.data and (x == 2).all()
-    with pytest.raises(BufferError):
-        m.__dlpack__(copy=True)
-    with pytest.raises(BufferError):
+    with pytest.raises(BufferError, match="host memory"):
         m.__dlpack__(dl_device=(2, 0))
+
+
+def test_dlpack_copy_follows_the_standard(q):
+    """copy=True: the producer copies; copy=False and None: rdq shares (it never needs to copy)."""
+    torch = pytest.importorskip("torch")
+    q.put(field(3))
+    m = q.get()
+    shared = np.asarray(m).ctypes.data
+    for copied in (np.from_dlpack(m, copy=True), torch.from_dlpack(m, copy=True).numpy()):
+        assert copied.ctypes.data != shared and (copied == 3).all()
+    assert np.from_dlpack(m, copy=False).ctypes.data == shared
+    assert torch.from_dlpack(m, copy=False).data_ptr() == shared
+    assert np.from_dlpack(m, device="cpu").ctypes.data == shared
+    gc.collect()
+    m.release()
+    assert q.stats()["outstanding"] == 0                  # the copies pinned nothing
 
 
 def test_torch_from_dlpack_shares_memory_and_pins(q):
@@ -210,18 +225,53 @@ def test_empty_times_out(q):
         q.get(block=False)
 
 
-def test_free_with_live_view_is_a_buffer_error_then_frees():
+def test_views_outlive_free():
+    """free() with live views: the window goes, the views stay valid until they die."""
     queue = rdq.Queue(MPI.COMM_SELF, capacity=2, slot_bytes=8)
     queue.put(b"12345678")
-    view = memoryview(queue.get())
-    with pytest.raises(BufferError, match="live view"):
-        queue.free()
-    assert bytes(view) == b"12345678"
-    view.release()
+    m = queue.get()
+    view, array = memoryview(m), np.asarray(m)
     queue.free()
+    assert bytes(view) == b"12345678" and bytes(array) == b"12345678"
     with pytest.raises(rdq.Closed, match="freed"):
         queue.put(b"x")
+    with pytest.raises(rdq.Closed, match="freed"):
+        np.asarray(m)                                     # no new export of a freed queue's message
     assert "freed" in repr(queue)
+    m.release()                                           # does nothing, does not crash
+    del view, array, m
+    gc.collect()
+    assert queue.stats()["live_exports"] == 0
+
+
+def test_every_call_after_free_raises_or_does_nothing():
+    """F4: nothing of Message, Batch or Queue crashes after free()."""
+    torch = pytest.importorskip("torch")
+    queue = rdq.Queue(MPI.COMM_SELF, capacity=4, shape=(2,), dtype="float32")
+    for i in range(4):
+        queue.put(np.full(2, i, np.float32))
+    m, b = queue.get(), queue.get_batch(2)
+    held = torch.from_dlpack(b)
+    queue.free()
+    for view in (m, b):
+        for export in (np.asarray, memoryview, torch.from_dlpack, np.from_dlpack,
+                       lambda v: v.__dlpack__(max_version=(1, 0)), lambda v: v.__dlpack__(copy=True)):
+            with pytest.raises(rdq.Closed, match="freed"):
+                export(view)
+        assert view.shape[-1] == 2 and view.dtype == np.float32 and view.nbytes > 0 and "of queue" in repr(view)
+        view.release()
+        with view:
+            pass
+    assert m.source == 0 and m.seq == 0 and list(b.seqs) == [1, 2] and len(b) == 2 and not b.copied
+    assert held.tolist() == [[1, 1], [2, 2]]              # a tensor alive across free() still reads its rows
+    for call in (lambda: queue.put(np.zeros(2, np.float32)), lambda: queue.put_nowait(np.zeros(2, np.float32)),
+                 queue.get, queue.get_nowait, lambda: queue.get_batch(1), queue.close, lambda: next(iter(queue))):
+        with pytest.raises(rdq.Closed, match="freed"):
+            call()
+    assert queue.stats()["gets"] == 3
+    queue.free()                                          # a second free does nothing
+    del held, m, b
+    gc.collect()
 
 
 def test_error_tree():
@@ -306,3 +356,125 @@ def test_calls_after_free_are_closed():
         with pytest.raises(rdq.Closed, match="freed"):
             call()
     queue.free()
+
+
+def test_arguments_take_any_integer_and_torch_dtypes():
+    torch = pytest.importorskip("torch")
+    queue = rdq.Queue(MPI.COMM_SELF, owner=np.int64(0), capacity=np.int32(3), shape=(np.int64(2), 3),
+                      dtype=torch.float32)
+    assert queue.dtype == np.float32 and queue.shape == (2, 3) and queue.capacity == 3
+    queue.put(torch.ones(2, 3))
+    assert queue.get_batch(np.int64(1)).shape == (1, 2, 3)
+    queue.free()
+    assert rdq.Queue(MPI.COMM_SELF, capacity=2, shape=4, dtype=torch.int16).dtype == np.int16
+    with pytest.raises(TypeError, match="bfloat16 has no numpy equivalent"):
+        rdq.Queue(MPI.COMM_SELF, capacity=2, shape=4, dtype=torch.bfloat16)
+    with pytest.raises(TypeError, match="capacity must be an integer"):
+        rdq.Queue(MPI.COMM_SELF, capacity=2.5, shape=4, dtype="f4")
+    with pytest.raises(TypeError, match="dimension of shape must be an integer"):
+        rdq.Queue(MPI.COMM_SELF, capacity=2, shape=(4.0,), dtype="f4")
+
+
+def test_dlpack_input_errors_speak_dtype_names(q):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="expected dtype float32, got float64"):
+        q.put(torch.zeros(SHAPE, dtype=torch.float64))
+    with pytest.raises(TypeError, match="got bfloat16"):
+        q.put(torch.zeros(SHAPE, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="this tensor is on cuda"):
+        q.put(CudaLookalike())
+
+
+def test_full_and_empty_are_the_queue_module_exceptions(q):
+    import queue as stdlib_queue
+    assert issubclass(rdq.Full, stdlib_queue.Full) and issubclass(rdq.Empty, stdlib_queue.Empty)
+    with pytest.raises(stdlib_queue.Empty):
+        q.get_nowait()
+    for i in range(q.capacity):
+        assert q.put_nowait(field(i)) is True
+    with pytest.raises(stdlib_queue.Full):
+        q.put_nowait(field(0))
+    assert float(np.asarray(q.get_nowait())[0, 0]) == 0
+
+
+def test_owner_put_into_its_own_full_ring_is_refused_not_a_hang(q):
+    for i in range(q.capacity):
+        q.put(field(i))
+    started = time.monotonic()
+    with pytest.raises(rdq.Full, match="would wait forever"):
+        q.put(field(9))                                   # block=True, no timeout: only the owner could free a slot
+    assert time.monotonic() - started < 1
+    with pytest.raises(rdq.Full, match="within 0.1 s"):
+        q.put(field(9), timeout=0.1)                      # with a timeout it waits (another thread might release)
+    q.get().release()
+    q.put(field(9))
+
+
+def test_every_slot_is_64_byte_aligned():
+    """On a one-rank queue too, so that JAX and SIMD code take messages without copying."""
+    for nbytes in (1, 24, 100, 4096):
+        queue = rdq.Queue(MPI.COMM_SELF, capacity=5, slot_bytes=nbytes)
+        for i in range(5):
+            queue.put(bytes(nbytes))
+        addresses = [np.asarray(m).ctypes.data for m in [queue.get() for _ in range(5)]]
+        assert all(a % 64 == 0 for a in addresses), (nbytes, [a % 64 for a in addresses])
+        gc.collect()
+        queue.free()
+
+
+def test_messages_refuse_pickle_and_copy_with_a_remedy(q):
+    import copy
+    import pickle
+    q.put(field(1))
+    m = q.get()
+    for attempt in (pickle.dumps, copy.copy, copy.deepcopy):
+        with pytest.raises(TypeError, match=r"numpy.array\(m\)"):
+            attempt(m)
+    assert (pickle.loads(pickle.dumps(np.array(m))) == 1).all()
+
+
+def test_signatures_and_docstrings_tell_the_truth():
+    import inspect
+    params = inspect.signature(rdq.Queue).parameters
+    assert list(params)[:5] == ["comm", "owner", "capacity", "shape", "dtype"]
+    assert all(params[p].kind is inspect.Parameter.KEYWORD_ONLY
+               for p in ("slot_bytes", "producers", "sample", "name", "transport"))
+    assert "put_nowait" in dir(rdq.Queue) and inspect.signature(rdq.Queue.get_batch)
+    for cls, names in ((rdq.Queue, ("comm", "name", "owner", "rank", "capacity", "slot_bytes", "shape", "dtype",
+                                    "producers", "transport", "is_producer", "sample")),
+                       (rdq.Message, ("source", "seq", "nbytes", "shape", "dtype", "released")),
+                       (rdq.Batch, ("sources", "seqs", "copied", "nbytes", "shape", "dtype"))):
+        for name in names:
+            assert getattr(cls, name).__doc__, f"{cls.__name__}.{name} has no docstring"
+
+
+FINALIZE_FIRST = """
+import numpy as np, rdq
+from mpi4py import MPI
+q = rdq.Queue(MPI.COMM_SELF, capacity=4, shape=(8,), dtype="float32")
+q.put(np.ones(8, np.float32)); q.put(np.ones(8, np.float32))
+m, kept = q.get(), q.get()
+x = np.asarray(kept)                     # a view alive at interpreter exit
+MPI.Finalize()
+for call in (lambda: q.put(np.ones(8, np.float32)), q.get, q.close, lambda: q.get_batch(1)):
+    try:
+        call()
+    except rdq.Closed as exc:
+        assert "MPI_Finalize" in str(exc), exc
+    else:
+        raise SystemExit("a call after MPI_Finalize did not raise rdq.Closed")
+m.release()                              # touches only the owner's memory: harmless
+assert float(x.sum()) == 8
+q.free()                                 # no MPI call any more: marks the queue freed
+print("finalize ok", q.transport)
+"""
+
+
+@pytest.mark.parametrize("transport", ["shm", "rma"])
+def test_mpi_finalize_before_the_last_view_dies(transport):
+    """F5: after MPI_Finalize, rdq raises instead of calling MPI, and views alive at exit are harmless."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", FINALIZE_FIRST], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RDQ_TRANSPORT": transport})
+    assert proc.returncode == 0 and f"finalize ok {transport}" in proc.stdout, proc.stdout + proc.stderr
