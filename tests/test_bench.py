@@ -10,7 +10,7 @@ import pytest
 from mpirun import launch
 
 ROOT = Path(__file__).resolve().parent.parent
-for module in ("tqdm", "matplotlib"):   # rdq[bench]
+for module in ("tqdm", "matplotlib"):   # rdq-mpi[bench]
     pytest.importorskip(module)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mpirun import launch, mpiexec_command
 
-for module in ("torch", "tqdm", "matplotlib"):   # the demo's dependencies (rdq[demo])
+for module in ("torch", "tqdm", "matplotlib"):   # the demo's dependencies (rdq-mpi[demo])
     pytest.importorskip(module)
 
 TIMEOUT = 180   # seconds; a short run takes about 20 on a busy 2-core machine
