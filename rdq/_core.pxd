@@ -93,6 +93,7 @@ cdef class Queue:
     cdef readonly object sample       # put-side sampling policy (x -> bool), or None
     """The put-side sampling policy (x -> bool), or None."""
     cdef bint closed
+    cdef bint closing         # a close() of this rank has started (a put meeting it waits, then sees closed)
     cdef bint freed
     cdef bint end_of_stream
     cdef int64_t busy         # the thread inside a put, get or close of this rank, else 0 (atomic)

@@ -124,7 +124,6 @@ cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
     return 0
 
 
-@cython.embedsignature(False)   # Cython's signature of __init__ puts slot_bytes before the "*"
 cdef class Queue:
     """Queue(comm, owner=0, capacity=1024, shape=None, dtype=None, *, slot_bytes=None, producers=None, sample=None, name=None, transport=None)
 --
@@ -148,6 +147,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self.ring.comm = MPI_COMM_NULL
         self.freed = True   # until __init__ has built the window
 
+    @cython.embedsignature(False)   # Cython's signature of it puts slot_bytes before the "*"
     def __init__(self, comm, owner=0, capacity=1024, shape=None, dtype=None, *,
                  slot_bytes=None, producers=None, sample=None, name=None, transport=None):
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
@@ -395,7 +395,8 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             found = rdq_cas(&self.busy, 0, me)
             if found == 0:
                 return 0
-            if not wait or found == me:
+            # a put that meets a close() of another thread waits for it, then finds the queue closed
+            if found == me or not (wait or self.closing):
                 with gil:
                     raise RDQError(f"{self._where()}: {call.decode()} while "
                                    f"{'this thread (a signal handler?)' if found == me else 'another thread of this rank'}"
@@ -593,6 +594,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
                 self._check_usable("close_nogil()")
         if not self.is_producer:
             return 0
+        self.closing = True
         self._enter("close()", True)
         try:
             if not self.closed:
@@ -640,7 +642,8 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         if what == SELECT_STUCK:
             raise ValueError(f"{self._where()}: {call} would wait forever: {self.outstanding} slots are held by "
                              f"unreleased messages or views, and the producers cannot send {k} more until "
-                             f"some are released (each producer's ring has {self.capacity} slots)")
+                             f"some are released (each producer's ring has {self.capacity} slots); pass a "
+                             f"timeout if another thread of this rank releases them")
         self.end_of_stream = True
         raise Closed(f"{self._where()}: end of stream (all {self.ring.nrings} producers closed)")
 
@@ -712,14 +715,16 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         """
         cdef int64_t ring, count, total = self.ring.nrings * self.capacity
         cdef int what
+        cdef double c_timeout = _as_timeout(block, timeout, "get_batch")
         k = _as_index(k, "get_batch(k)", self._where())
         if k < 1 or k > total:
             raise ValueError(f"{self._where()}: get_batch(k) needs 1 <= k <= {total} (producers x capacity), "
                              f"got {k!r}")
-        if k > total - self.outstanding:
+        if k > total - self.outstanding and c_timeout <= 0:   # with a timeout, another thread may release
             raise ValueError(f"{self._where()}: get_batch({k}) would wait forever: {self.outstanding} of "
-                             f"{total} slots are held by unreleased messages or views")
-        what = self._wait_messages("get_batch()", k, _as_timeout(block, timeout, "get_batch"), &ring, &count)
+                             f"{total} slots are held by unreleased messages or views; pass a timeout if "
+                             f"another thread of this rank releases them")
+        what = self._wait_messages("get_batch()", k, c_timeout, &ring, &count)
         try:
             batch = self._ring_batch(ring, count) if what == SELECT_RING else self._mixed_batch(ring, count)
         finally:

@@ -364,10 +364,14 @@ cdef int ring_wait_select(Ring *r, int64_t k, double timeout, bint *waited,
     cdef int what
     while True:
         what = ring_select(r, k, timeout != 0, ring_out, count)
-        if what != SELECT_NONE:
+        # Stuck on the owner's own unreleased messages: with no timeout that is forever (the
+        # caller raises at once); with a timeout, another thread of the owner may release them.
+        if what != SELECT_NONE and not (what == SELECT_STUCK and timeout > 0):
             break
         waited[0] = True
         if past_deadline(timeout, &deadline):
+            if what == SELECT_STUCK:
+                what = SELECT_NONE
             break
         ring_wait(r, round)
         round += 1

@@ -10,10 +10,12 @@ import faulthandler
 import gc
 import math
 import os
+import queue
 import random
 import signal
 import struct
 import sys
+import threading
 import time
 import zlib
 
@@ -130,6 +132,7 @@ class Consumer:
         self.pending = []
         self.rng = random.Random(seed)
         self.received = 0
+        self.releaser = None
 
     def take(self, m):
         check(m.seq == self.next_seq.get(m.source, 0),
@@ -150,9 +153,40 @@ class Consumer:
 
     def flush(self):
         self.rng.shuffle(self.pending)
-        for m in self.pending:
-            m.release()
+        if self.releaser is not None:
+            self.releaser.put(list(self.pending))   # a data-loader-like thread releases them
+        else:
+            for m in self.pending:
+                m.release()
         self.pending.clear()
+
+    def release_in_a_thread(self):
+        """Hand released messages to a worker thread that gives them back a little later."""
+        self.releaser = queue.Queue()
+
+        def work():
+            while (batch := self.releaser.get()) is not None:
+                time.sleep(self.rng.random() * 1e-3)
+                for m in batch:
+                    m.release()
+                del batch
+        self.worker = threading.Thread(target=work, daemon=True)
+        self.worker.start()
+
+    def stop_releasing(self):
+        if self.releaser is not None:
+            self.releaser.put(None)
+            self.worker.join()
+            self.releaser = None
+
+    def get(self, q):
+        """The next message; with a releasing thread, waits with a timeout (the slots the owner
+        holds are that thread's to give back, so a get with no timeout would be refused)."""
+        while True:
+            try:
+                return q.get(timeout=None if self.releaser is None else 1.0)
+            except rdq.Empty:
+                continue
 
     def verify_held(self):
         for view, copy in self.held:
@@ -173,6 +207,9 @@ def scenario_stream(argv):
     p.add_argument("--window", type=int, default=1, help="messages released together, in random order")
     p.add_argument("--slow-consumer", type=float, default=0.0,
                    help="after 1 message in 50, the consumer sleeps up to this many seconds")
+    p.add_argument("--release-thread", action="store_true", help="a worker thread of the owner releases")
+    p.add_argument("--close-race", action="store_true",
+                   help="a second thread of each producer closes at a random moment while it puts")
     a = p.parse_args(argv)
     check(a.hold + a.window <= a.capacity, "bad scenario: hold + window must fit in the capacity")
     owner = 0 if a.owner == "first" else size - 1
@@ -185,16 +222,29 @@ def scenario_stream(argv):
         return time.monotonic() < deadline if a.seconds else seq < a.count
 
     if rank != owner:
+        if a.close_race:
+            # close() from another thread waits for a put in progress: no message is cut off
+            closer = threading.Timer(random.Random(rank).uniform(0, a.seconds or 1), q.close)
+            closer.start()
         seq = 0
         while more(seq):
-            q.put(payloads.make(seq))
+            try:
+                q.put(payloads.make(seq))
+            except rdq.Closed:
+                check(a.close_race, "put after close without a closing thread")
+                break
             seq += 1
             if seq % 500 == 0:
                 say(f"producer: put {seq}")
+        if a.close_race:
+            closer.cancel()
+            closer.join()
         q.close()
-        say("producer: closed")
+        say(f"producer: closed after {seq}")
     else:
         c = Consumer(q, payloads, a.hold, a.window)
+        if a.release_thread:
+            c.release_in_a_thread()
         nap = random.Random(rank)
         sent = 0
         # The owner produces too: it puts without blocking and consumes when the ring is full.
@@ -205,13 +255,22 @@ def scenario_stream(argv):
             except rdq.Full:
                 if c.pending:
                     c.flush()
-                c.take(q.get())
+                try:   # its own ring may be full of messages that the releasing thread holds: retry
+                    c.take(q.get(timeout=None if c.releaser is None else 0.05))
+                except rdq.Empty:
+                    pass
         q.close()
-        for m in q:
+        while True:
+            try:
+                m = c.get(q)
+            except rdq.Closed:
+                break
             c.take(m)
+            del m
             if a.slow_consumer and nap.random() < 0.02:
                 time.sleep(nap.uniform(0, a.slow_consumer))
         c.flush()
+        c.stop_releasing()
         say("consumer: end of stream")
         c.verify_held()
         check(q.stats()["live_exports"] == len(c.held), f"stats {q.stats()}")
@@ -219,7 +278,7 @@ def scenario_stream(argv):
     if rank == owner:
         check(c.next_seq == {r: n for r, n in enumerate(puts) if n}, f"per-producer {c.next_seq}, put {puts}")
         check(c.received == sum(puts) == q.stats()["gets"], f"received {c.received}, put {puts}")
-        if not a.seconds:
+        if not a.seconds and not a.close_race:
             check(puts == [a.count] * size, f"puts {puts}")
         del c
         check(q.stats()["live_exports"] == 0 and q.stats()["outstanding"] == 0, f"stats {q.stats()}")

@@ -62,6 +62,14 @@ def test_stress_seven_producers_random_sizes(capacity, transport_env):
     assert "exactly once, in order, intact" in out
 
 
+def test_release_thread_and_close_races(transport_env):
+    """A worker thread of the owner releases (a data loader), and a second thread of each producer
+    closes at a random moment while it puts: still exactly once, in order, intact."""
+    out = run_scenario("stream", 4, "--kind", "raw", "--seconds", 3, "--capacity", 5, "--hold", 1,
+                       "--window", 3, "--release-thread", "--close-race", timeout=120, env=transport_env)
+    assert "exactly once, in order, intact" in out
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_end_of_stream_slow_producer(n, transport_env):
     run_scenario("eos", n, env=transport_env)

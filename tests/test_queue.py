@@ -478,3 +478,26 @@ def test_mpi_finalize_before_the_last_view_dies(transport):
     proc = subprocess.run([sys.executable, "-c", FINALIZE_FIRST], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "RDQ_TRANSPORT": transport})
     assert proc.returncode == 0 and f"finalize ok {transport}" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_get_with_every_slot_held_raises_at_once_or_waits_for_another_threads_release(q):
+    """F9: with no timeout only the owner could release, so get() and get_batch() raise at once;
+    with a timeout they wait, since a data-loader thread may release (and then they succeed)."""
+    for i in range(q.capacity):
+        q.put(field(i))
+    held = [q.get() for _ in range(q.capacity)]
+    for call in (q.get, lambda: q.get_batch(1)):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="pass a timeout if another thread"):
+            call()
+        assert time.monotonic() - started < 0.5
+    with pytest.raises(rdq.Empty, match="within 0.1 s"):
+        q.get(timeout=0.1)                                # nobody releases: an ordinary timeout
+    releaser = threading.Timer(0.2, held[0].release)
+    releaser.start()
+    with pytest.raises(rdq.Empty):
+        q.get(timeout=1.0)                                # released, but nothing new was put
+    releaser.join()
+    assert q.stats()["outstanding"] == q.capacity - 1
+    for m in held[1:]:
+        m.release()
