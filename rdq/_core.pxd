@@ -58,6 +58,7 @@ ctypedef struct Ring:
     int64_t credit_upto       # tickets below this have a slot, in slots[ticket % capacity]
     int64_t *slots
     int64_t *fetched          # free-list records read by the last refresh
+    bint unsure               # an MPI error struck a put after its meta record went out
     # owner-local
     RingOwner *rings          # nrings of them
     int64_t next_ring         # where the round robin starts
@@ -126,7 +127,7 @@ cdef class Queue:
     cdef _init_ring(self, tuple layout)
     cdef _create_window(self, comm, str transport, int64_t total)
     cdef _map_segment(self, comm, int64_t total)
-    cdef _map_window(self, comm, int64_t total)
+    cdef _map_window(self, comm, int64_t total, int node_size)
     cdef _raise_problems(self, list gathered)
     cdef _free_windows(self)
     cdef void _unmap(self) noexcept

@@ -41,7 +41,7 @@ cdef char *map_segment(bytes name, size_t nbytes, bint create, list problems):
             shm_unlink(name)
             problems.append(_os_error(
                 f"/dev/shm has no room for the queue's {nbytes} bytes (in a container, give it more "
-                f"with docker run --shm-size, or use transport='rma')", err))
+                f"with docker run --shm-size)", err))
             return NULL
     p = mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
     err = errno

@@ -21,9 +21,10 @@ cdef class _SlotView:
         pass
 
     cdef void _return_slots(self) noexcept:
-        # After free() the slots belong to no ring any more: nothing to give back.
+        # After free() the slots belong to no ring any more, and after MPI_Finalize
+        # the window's memory may be gone (rma): nothing to give back.
         self.returned = True
-        if not self.queue.freed:
+        if not self.queue.freed and not _mpi_finalized:
             self._give_back()
 
     cdef void _add_export(self) noexcept:
@@ -43,6 +44,8 @@ cdef class _SlotView:
             raise ValueError(f"{self!r} was released: its slots may already hold other messages")
         if self.queue.freed:
             raise Closed(f"{self!r}: its queue was freed")
+        if _mpi_finalized:
+            raise Closed(f"{self!r}: MPI was finalized (its window may be gone)")
         return 0
 
     def release(self):

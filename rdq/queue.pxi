@@ -1,31 +1,11 @@
 # Queue: collective construction and teardown, put, get, close, stats.
 
 _UINT8 = np.dtype(np.uint8)
-cdef bint _mpi_finalized = False   # set while MPI_Finalize runs (_watch_finalize)
-cdef bint _watching_finalize = False
 _retired = []                      # freed rma queues whose windows wait for the owner's views to die
 _queue_numbers = itertools.count()   # same on every rank when queues are made in the same order
 _TRANSPORTS = ("auto", "shm", "rma")
 cdef enum:
     SMALL_PUT = 65536   # bytes; smaller puts first try without releasing the GIL
-
-
-cdef int _on_finalize(MPI_Comm comm, int keyval, void *value, void *extra) noexcept nogil:
-    global _mpi_finalized
-    _mpi_finalized = True
-    return MPI_SUCCESS
-
-
-cdef int _watch_finalize() except -1:
-    """Learn when MPI_Finalize starts (it deletes MPI_COMM_SELF's attributes first), so that
-    queues used after it raise rdq.Closed instead of calling into a finalized MPI."""
-    global _watching_finalize
-    cdef int keyval
-    if not _watching_finalize:
-        CHKERR(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, _on_finalize, &keyval, NULL))
-        CHKERR(MPI_Comm_set_attr(MPI_COMM_SELF, keyval, NULL))
-        _watching_finalize = True
-    return 0
 
 
 cdef double _as_timeout(block, timeout, str what) except? -2:
@@ -295,7 +275,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         if r.shm:
             self._map_segment(comm, total)
         else:
-            self._map_window(comm, total)
+            self._map_window(comm, total, node_size)
 
     cdef _map_segment(self, comm, int64_t total):
         """shm: the owner's segment, mapped on every rank (memory.pxi)."""
@@ -319,7 +299,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self._raise_problems(gathered)
         self.freed = False
 
-    cdef _map_window(self, comm, int64_t total):
+    cdef _map_window(self, comm, int64_t total, int node_size):
         """rma: MPI_Win_allocate memory (MPICH and Open MPI put it in shared memory for the
         owner's node, so producers there write it directly), locked for the queue's life."""
         cdef Ring *r = &self.ring
@@ -327,6 +307,16 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         cdef int model_flag = 0
         cdef int *model = NULL
         cdef void *base = NULL
+        problem = None
+        if self.rank == self.owner and node_size > 1 and not _network_path_forced():
+            # with other ranks on its node the MPI backs the window with /dev/shm (MPICH: a SIGBUS
+            # at the first put when it does not fit; Open MPI: MPI_ERR_WIN)
+            shm = os.statvfs("/dev/shm")
+            if shm.f_bavail * shm.f_frsize < total + 64:
+                problem = (f"/dev/shm has {shm.f_bavail * shm.f_frsize} bytes free and the MPI keeps this "
+                           f"queue's {total} bytes there (other ranks share the owner's node); in a "
+                           f"container, give it more with docker run --shm-size")
+        self._raise_problems(comm.allgather(problem))
         with nogil:
             CHKERR(MPI_Win_allocate(local_bytes, 1, MPI_INFO_NULL, r.comm, &base, &r.win))
             CHKERR(MPI_Win_set_errhandler(r.win, MPI_ERRORS_RETURN))
@@ -442,7 +432,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         sampling policy, a Python callable, is not applied here."""
         cdef bint waited = False
         cdef int sent
-        if self.freed or self.closed or not self.is_producer or _mpi_finalized:
+        if self.freed or self.closed or not self.is_producer or _mpi_finalized or self.ring.unsure:
             with gil:
                 self._check_put("put_nogil()")
         if data == NULL or nbytes < 0:
@@ -501,6 +491,10 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
                            f"producers {self.producers}")
         if self.closed:
             raise Closed(f"rank {self.rank}: {call} on queue {self.name!r} after close()")
+        if self.ring.unsure:
+            raise RDQError(f"rank {self.rank}: {call} on queue {self.name!r}: an MPI error struck an earlier put "
+                           f"after its message was written, so it may or may not have arrived; this rank "
+                           f"puts no more to this queue")
         return 0
 
     cdef bint _format_matches(self, const char *fmt, object x) except -1:
@@ -671,10 +665,10 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         cdef Message msg = Message.__new__(Message)
         self._wait_messages("get()", 1, _as_timeout(block, timeout, "get"), &ring, &count)
         try:
-            msg.queue = self
-            msg.ring = ring
             msg.seq = r.rings[ring].delivered
             msg.slot = self._take_ticket(ring, &nbytes)
+            msg.queue = self    # from here the message owns its slot (and gives it back when it dies)
+            msg.ring = ring
             msg.nbytes = nbytes
             ring_delivered(r, ring)
         finally:

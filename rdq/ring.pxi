@@ -140,6 +140,9 @@ cdef int ring_write(Ring *r, int64_t t, const char *src, int64_t nbytes) except 
     rma_put(r, slot_off(r, r.ring, slot), src, nbytes)
     if not checked:
         rma_flush(r)   # a large payload is complete before its meta record is sent
+    # From here an MPI error leaves the message maybe delivered: the queue stops taking puts
+    # on this rank (a retry would reuse ticket t) until the flush below has completed.
+    r.unsure = True
     rma_put(r, meta_off(r, r.ring, t), <const char *>meta, META_BYTES)
     if t + 1 >= r.credit_upto:
         # the next put needs new credit: read it now and let this flush complete it too,
@@ -147,6 +150,7 @@ cdef int ring_write(Ring *r, int64_t t, const char *src, int64_t nbytes) except 
         fetching = ring_fetch_start(r, t + 1)
     rma_flush(r)
     ring_fetch_finish(r, fetching)
+    r.unsure = False
     return 0
 
 

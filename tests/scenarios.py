@@ -728,24 +728,6 @@ def scenario_natural_loop(argv):
     print(f"rank {rank}: ok ({q.transport})", flush=True)
 
 
-def scenario_small_dev_shm(argv):
-    """Run with a 64 MB /dev/shm: a queue that does not fit is refused on every rank, clearly."""
-    try:
-        rdq.Queue(comm, owner=size - 1, capacity=96, slot_bytes=1 << 20)
-    except ValueError as exc:
-        check("/dev/shm has no room" in str(exc) and "--shm-size" in str(exc) and f"rank {size - 1}" in str(exc),
-              f"unclear: {exc}")
-        print(f"rank {rank}: refused: {exc}", flush=True)
-    else:
-        check(False, "a 96 MiB queue in a 64 MB /dev/shm was not refused")
-    with rdq.Queue(comm, owner=size - 1, capacity=8, slot_bytes=1 << 20) as q:
-        if rank != q.owner:
-            q.put(np.full(1 << 20, 7, np.uint8))
-        else:
-            check(int(np.asarray(q.get()).sum()) == 7 << 20, "the queue that fits lost its message")
-    print(f"rank {rank}: ok: a queue that fits works", flush=True)
-
-
 def scenario_full_ring_others_flow(argv):
     """One producer's ring is full (the owner holds all its messages) while the others keep flowing."""
     owner, blocked, cap, count = size - 1, 0, 4, 200
