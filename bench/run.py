@@ -34,7 +34,6 @@ from mpirun import is_open_mpi, launch, mpiexec_command  # noqa: E402  (the test
 from report import write_report  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
-JOB_TIMEOUT = 600   # seconds; a job that hangs is killed with its process group and reported
 
 
 @dataclass
@@ -99,13 +98,15 @@ def mpi_name(python):
 
 PROFILES = {
     # sizes of the rate sweep; fan-in producer counts and size; latency sizes; stall size and
-    # consumer busy time; memory stream; rate trial length and repeats
+    # consumer busy time; memory stream; rate trial length and repeats; the seconds after which a
+    # job that hangs is killed with its process group and reported (a peer that hung in the quick
+    # run once took the test suite's whole 600 s with it)
     "full": dict(sizes=[64, KiB, 16 * KiB, 256 * KiB, MiB, 8 * MiB, 64 * MiB], fanin=[1, 2, 4, 8],
                  fanin_size=KiB, latency_sizes=[64, MiB], stall_size=MiB, busy=2.0,
-                 memory_size=MiB, memory_total=1 << 30, seconds=0.5, repeats=5),
+                 memory_size=MiB, memory_total=1 << 30, seconds=0.5, repeats=5, job_timeout=600),
     "quick": dict(sizes=[64, 4 * KiB], fanin=[1, 2], fanin_size=64, latency_sizes=[64],
                   stall_size=4 * KiB, busy=0.2, memory_size=4 * KiB, memory_total=4 * MiB,
-                  seconds=0.05, repeats=1),
+                  seconds=0.05, repeats=1, job_timeout=60),
 }
 
 
@@ -217,7 +218,7 @@ def missing(series, python):
     return None
 
 
-def run_job(series, python, ranks, args, workdir, n):
+def run_job(series, python, ranks, args, workdir, n, timeout):
     out, log = workdir / f"job{n}.json", workdir / f"job{n}.log"
     tree = Path(python).parents[2] if series.second_mpi else ROOT   # TREE/.venv/bin/python
     cmd = mpiexec_command(ranks, python) + [python, "-m", "mpi4py", str(tree / "bench" / "stream.py"),
@@ -226,7 +227,7 @@ def run_job(series, python, ranks, args, workdir, n):
         env = dict(series.env, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
         if series.server:
             env.update(stack.enter_context(redis_server()))
-        output, failure = launch(cmd, JOB_TIMEOUT, env, python)
+        output, failure = launch(cmd, timeout, env, python)
     log.write_text(f"{' '.join(cmd)}\n{json.dumps(env)}\n{output}")
     if failure:
         errors = [line for line in output.splitlines() if "Error" in line or "error" in line]
@@ -309,7 +310,7 @@ def main(argv=None):
     print(f"rdq bench ({args.profile or 'full'}): {len(todo)} jobs; results in {args.out}", flush=True)
     for n, (s, python, (_, measure, ranks, job_args)) in enumerate(tqdm(todo, unit="job", mininterval=2)):
         try:
-            s.results += [dict(r, measure=measure) for r in run_job(s, python, ranks, job_args, work, n)]
+            s.results += [dict(r, measure=measure) for r in run_job(s, python, ranks, job_args, work, n, cfg["job_timeout"])]
         except Exception as e:   # one system's failure is a result too: the table says it
             s.problems.append(f"{measure} on {ranks} ranks failed: {e}")
             tqdm.write(f"{s.label}: {s.problems[-1]}")

@@ -4,7 +4,8 @@
   `# mpiexec -n 4 python -m mpi4py example.py`: it runs under that line (this environment's
   mpiexec and python), on the shared-memory transport and on the MPI library's network path.
 - A ```cython block starts with `# NAME.pyx`: it is compiled against rdq and its `run` is called.
-- An indented command line that starts with `.venv/bin/` runs from the top of the tree, as shown.
+- An indented command line that starts with `.venv/bin/` runs from the top of the tree, as shown
+  (the examples too: a simulation and examples/train.py must agree on what was sent).
 - Any other command (`make demo`, the cluster install recipe) must be listed in ELSEWHERE with the
   test that runs it, so that a new snippet cannot go untested by accident.
 """
@@ -114,3 +115,7 @@ def test_command_line_runs_as_shown(command):
         command = command.replace(long, short)
     out, failure = launch(shlex.split(command), timeout=300, cwd=ROOT)
     assert failure is None, f"{command}: {failure}\n{out[-4000:]}"
+    if "examples/train.py" in command:   # a simulation and the trainer, MPMD: nothing lost between them
+        received = [int(n) for n in re.findall(r"trainer: received (\d+)", out)]
+        sent = [int(n) for n in re.findall(r"sim rank \d+: sent (\d+)", out)]   # lines may interleave
+        assert len(received) == 1 and len(sent) == 2 and received[0] == sum(sent) > 0, out
