@@ -4,6 +4,8 @@ Stream tensors from running MPI simulations into training, in situ: queues live
 in one-sided windows on any rank of a communicator (no server processes),
 received messages are zero-copy views (buffer protocol and DLPack).
 """
+from __future__ import annotations
+
 from mpi4py import MPI  # noqa: F401  (loads libmpi before the extension that links it)
 
 try:
@@ -24,7 +26,7 @@ __all__ = ["Queue", "Message", "Batch", "QueueGroup", "Roles", "sampling",
 __version__ = "0.1.0"
 
 
-def get_include():
+def get_include() -> list[str]:
     """Directories with rdq's .pxd files and C headers, for building code that does `cimport rdq`."""
     import os
     here = os.path.dirname(os.path.abspath(__file__))

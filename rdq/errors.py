@@ -33,7 +33,7 @@ class Closed(RDQError):
 class MPIError(RDQError):
     """An MPI call failed; the window's error handler returned instead of aborting."""
 
-    def __init__(self, error_code, error_string, call=""):
+    def __init__(self, error_code: int, error_string: str, call: str = "") -> None:
         self.error_code = error_code
         self.error_string = error_string
         self.call = call

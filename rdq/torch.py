@@ -9,22 +9,27 @@ references frees them by itself.  MPI cannot be used from DataLoader worker
 processes (they are forked copies of this rank): num_workers must be 0, and
 iterating in a worker raises a clear error.
 """
+from __future__ import annotations
+
 import sys
+from typing import Iterator, Optional
 import warnings
 
 import torch
 import torch.utils.data
+import torch.utils.dlpack
 
+from rdq._core import Queue
 from rdq.errors import Closed, RDQError
 
 __all__ = ["QueueDataset"]
 
 
-class QueueDataset(torch.utils.data.IterableDataset):
+class QueueDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
     """Yields the queue's messages (batch_size=None) or batches of batch_size rows as tensors,
     until end of stream."""
 
-    def __init__(self, queue, batch_size=None):
+    def __init__(self, queue: Queue, batch_size: Optional[int] = None) -> None:
         super().__init__()
         if queue.rank != queue.owner:
             raise RDQError(f"rank {queue.rank}: QueueDataset over queue {queue.name!r}: only its owner, "
@@ -35,7 +40,7 @@ class QueueDataset(torch.utils.data.IterableDataset):
         self.queue = queue
         self.batch_size = batch_size
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[torch.Tensor]:
         if torch.utils.data.get_worker_info() is not None:
             raise RDQError(f"QueueDataset over queue {self.queue.name!r} iterated in a DataLoader worker "
                            f"process, where MPI cannot be used: use num_workers=0")
@@ -53,6 +58,6 @@ class QueueDataset(torch.utils.data.IterableDataset):
                 view = self.queue.get() if self.batch_size is None else self.queue.get_batch(self.batch_size)
             except Closed:
                 return
-            tensor = torch.from_dlpack(view)
+            tensor = torch.utils.dlpack.from_dlpack(view)
             view.release()   # the slots go back when the tensor dies
             yield tensor

@@ -584,7 +584,8 @@ def scenario_trainers(argv):
     roles = rdq.Roles(comm, "train" if rank in trainers else "sim")
     check(roles.ranks("train") == trainers, f"roles {roles.names}")
     group = rdq.QueueGroup(comm, owners=trainers, capacity=8, shape=TYPED_SHAPE, dtype=np.int64,
-                           producers=roles.ranks("sim"), name="feed")
+                           name="feed")   # producers: by default the ranks that own no queue
+    check(all(q.producers == tuple(roles.ranks("sim")) for q in group.queues), "default group producers")
     if roles.role == "sim":
         from rdq.torch import QueueDataset
         expect_error(rdq.RDQError, lambda: QueueDataset(group.queues[0]), f"rank {rank}", "only its owner")
