@@ -9,7 +9,7 @@ from __future__ import annotations
 from mpi4py import MPI  # noqa: F401  (loads libmpi before the extension that links it)
 
 try:
-    from rdq._core import Batch, Message, Queue
+    from rdq._core import Batch, Message, Queue, ReplayBuffer
 except ImportError as exc:
     if "libmpi" not in str(exc):
         raise
@@ -21,7 +21,7 @@ from rdq import sampling
 from rdq.errors import Closed, Empty, Full, MPIError, RDQError
 from rdq.group import QueueGroup, Roles
 
-__all__ = ["Queue", "Message", "Batch", "QueueGroup", "Roles", "sampling",
+__all__ = ["Queue", "ReplayBuffer", "Message", "Batch", "QueueGroup", "Roles", "sampling",
            "RDQError", "Full", "Empty", "Closed", "MPIError", "get_include"]
 __version__ = "0.1.0"
 

@@ -7,7 +7,9 @@ cdef extern from "rdq_sys.h" nogil:
     int64_t rdq_load_acquire(const void *p)
     int64_t rdq_load_relaxed(const void *p)
     void rdq_store_release(void *p, int64_t v)
+    void rdq_store_relaxed(void *p, int64_t v)
     void rdq_fence_acquire()
+    void rdq_fence_release()
     int64_t rdq_cas(void *p, int64_t expected, int64_t desired)
     uint64_t rdq_hash(const void *data, int64_t n, uint64_t seed)
     int64_t rdq_check(int64_t value, int64_t where)
@@ -67,7 +69,8 @@ ctypedef struct Ring:
     int64_t return_lock       # serializes releases from several threads
 
 
-cdef class Queue:
+# What Queue and ReplayBuffer share: the window, its creation and teardown, put and close.
+cdef class _Window:
     cdef Ring ring
     cdef readonly object comm
     """The mpi4py communicator the queue was made on."""
@@ -91,8 +94,7 @@ cdef class Queue:
     """"shm" (load/store into a shared segment) or "rma" (MPI one-sided calls)."""
     cdef readonly bint is_producer
     """Whether this rank may put."""
-    cdef readonly object sample       # put-side sampling policy (x -> bool), or None
-    """The put-side sampling policy (x -> bool), or None."""
+    cdef object put_sample    # Queue's put-side sampling policy (x -> bool), or None
     cdef bint closed
     cdef bint closing         # a close() of this rank has started (a put meeting it waits, then sees closed)
     cdef bint freed
@@ -116,12 +118,19 @@ cdef class Queue:
     cdef size_t mapping_bytes
 
     # C-level API for Cython simulations: callable without the GIL (see README, "Cython API").
-    # Returns 1 when sent, 0 when no slot freed up within timeout (< 0: wait forever, 0: do not wait).
+    # Returns 1 when sent, 0 when no slot freed up within timeout (< 0: wait forever, 0: do not wait);
+    # a ReplayBuffer never waits and returns 2 when its reservoir skipped the message.
     cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout) except -1 nogil
     cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
                        const Py_ssize_t *shape, double timeout) except -1 nogil
     cdef int close_nogil(self) except -1 nogil
 
+    cdef _setup(self, comm, owner, capacity, shape, dtype, slot_bytes, producers, sample, name, transport,
+                tuple extra)
+    cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes)
+    cdef void _init_memory(self) noexcept nogil
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil
+    cdef int _close_ring(self) except -1 nogil
     cdef _init_layout(self)
     cdef _set_message_kind(self, str where, shape, dtype, slot_bytes)
     cdef _init_ring(self, tuple layout)
@@ -135,13 +144,7 @@ cdef class Queue:
     cdef int _check_usable(self, str call) except -1
     cdef int _enter(self, const char *call, bint wait) except -1 nogil
     cdef void _leave(self) noexcept nogil
-    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *ring, int64_t *count) except -1
-    cdef int64_t _take_ticket(self, int64_t ring, int64_t *nbytes) except -1
     cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs)
-    cdef int _check_sizes(self, int64_t nb, int64_t other) except -1
-    cdef Batch _ring_batch(self, int64_t ring, int64_t count)
-    cdef Batch _mixed_batch(self, int64_t lead, int64_t count)
-    cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1
     cdef int _check_put(self, str call) except -1
     cdef double _own_put_timeout(self, double timeout) noexcept nogil
     cdef int _refuse_own_full_put(self, str call) except -1
@@ -150,10 +153,39 @@ cdef class Queue:
     cdef int _check_view(self, Py_buffer *view, object x) except -1
     cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1
     cdef void _count_put(self, int sent, bint waited, int64_t nbytes) noexcept nogil
+    cdef int _check_owner(self, str call) except -1
+
+
+cdef class Queue(_Window):
+    cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *ring, int64_t *count) except -1
+    cdef int64_t _take_ticket(self, int64_t ring, int64_t *nbytes) except -1
+    cdef int _check_sizes(self, int64_t nb, int64_t other) except -1
+    cdef Batch _ring_batch(self, int64_t ring, int64_t count)
+    cdef Batch _mixed_batch(self, int64_t lead, int64_t count)
+    cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1
+
+
+# A replay buffer's owner-side state (replay.pxi).
+cdef class ReplayBuffer(_Window):
+    cdef readonly str policy
+    """"reservoir" (a uniform sample of each producer's stream) or "window" (its newest messages)."""
+    cdef bint window_policy
+    cdef uint64_t rng_state   # producer: the policy's random choices (splitmix64)
+    cdef int64_t inserted     # producer: messages written into a slot (the rest were skipped)
+    cdef object draw_rng      # owner: numpy Generator of sample()
+    cdef int64_t *filled      # owner: slots of each ring written at least once (they fill in order)
+    cdef int64_t *seen_stamp  # owner: per slot, the message last drawn from it, and how often
+    cdef int64_t *draws
+    cdef int64_t drawn, redrawn
+    cdef int64_t _resident(self) except -1 nogil
+    cdef bint _ended(self) noexcept nogil
+    cdef int64_t _wait_resident(self, int64_t k, double timeout, bint *ended) except -1 nogil
+    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident) except -1
+    cdef dict _buffer_stats(self)
 
 
 cdef class _SlotView:
-    cdef Queue queue
+    cdef _Window queue
     cdef char *data
     cdef Py_ssize_t nbytes
     cdef int ndim
@@ -162,6 +194,7 @@ cdef class _SlotView:
     cdef Py_ssize_t raw_dims[2]       # a raw message's shape and stride
     cdef Py_ssize_t *own_dims         # a batch's shape and strides (PyMem)
     cdef int exports
+    cdef bint own_copy                # data is a copy the view owns (Batch.rows), not the window
     cdef bint release_requested
     cdef bint returned
 
@@ -220,25 +253,25 @@ cdef inline char rdq_kind(rdq_number *p) noexcept nogil:
     return kind
 
 
-cdef inline int put_1d(Queue q, const rdq_number[::1] a, double timeout) except -1 nogil:
+cdef inline int put_1d(_Window q, const rdq_number[::1] a, double timeout) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0] if a.shape[0] else NULL, rdq_kind(<rdq_number *>NULL), sizeof(rdq_number),
                        1, a.shape, timeout)
 
 
-cdef inline int put_2d(Queue q, const rdq_number[:, ::1] a, double timeout) except -1 nogil:
+cdef inline int put_2d(_Window q, const rdq_number[:, ::1] a, double timeout) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0, 0] if a.shape[0] and a.shape[1] else NULL, rdq_kind(<rdq_number *>NULL),
                        sizeof(rdq_number), 2, a.shape, timeout)
 
 
-cdef inline int put_3d(Queue q, const rdq_number[:, :, ::1] a, double timeout) except -1 nogil:
+cdef inline int put_3d(_Window q, const rdq_number[:, :, ::1] a, double timeout) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0, 0, 0] if a.shape[0] and a.shape[1] and a.shape[2] else NULL,
                        rdq_kind(<rdq_number *>NULL), sizeof(rdq_number), 3, a.shape, timeout)
 
 
-cdef inline int rdq_check_queue(Queue q) except -1 nogil:
+cdef inline int rdq_check_queue(_Window q) except -1 nogil:
     # A rank outside the queue's communicator has no queue object: say so instead of crashing.
     if q is None:
         with gil:

@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""rdq's Cython core: the multi-ring protocol over MPI-3 RMA windows, Message and Queue.
+"""rdq's Cython core: the multi-ring and replay protocols over MPI-3 RMA windows, Queue,
+ReplayBuffer, Message and Batch.
 
 MPI is called through mpi4py's libmpi declarations with the GIL released.
 """
@@ -34,3 +35,4 @@ include "memory.pxi"
 include "dlpack.pxi"
 include "message.pxi"
 include "queue.pxi"
+include "replay.pxi"

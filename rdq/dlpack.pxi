@@ -105,7 +105,7 @@ cdef void _capsule_destructor_legacy(object capsule) noexcept:
 
 cdef void _fill_tensor(DLTensor *tensor, _SlotView view, int64_t *dims) noexcept:
     """dims has room for 2 * ndim: shape, then strides (in elements)."""
-    cdef Queue q = view.queue
+    cdef _Window q = view.queue
     cdef int i
     tensor.data = view.data
     tensor.device.device_type = kDLCPU

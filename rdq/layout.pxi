@@ -78,3 +78,43 @@ cdef inline int64_t free_slot(Ring *r, int64_t ring, int64_t ticket, int64_t ent
     if slot < 0 or slot >= r.capacity or check != free_check(r, ring, ticket, entry):
         return -1
     return slot
+
+
+# A replay buffer's window (replay.pxi), in the same terms:
+#
+#   control   nrings records of CTRL_BYTES: closed = offered + 1, inserted, check
+#   headers   nrings x capacity records of HEADER_BYTES, by slot:
+#             stamp, insert number, payload_check, header_check
+#             stamp: 0 never written, seq + 1 holds message seq whole, -(seq + 1) being overwritten
+#   payload   nrings x capacity slots of slot_stride bytes, as a queue's
+#
+# Ring i belongs to producers[i], and it alone writes its records: the owner only reads.
+
+cdef enum:
+    HEADER_BYTES = 32
+    HEADER_STAMP = 0        # word indices in a header
+    HEADER_INSERT = 1
+    HEADER_PAYLOAD_CHECK = 2
+    HEADER_CHECK = 3
+
+
+def replay_layout(nrings, capacity, slot_bytes):
+    """(header_base, headers_end, payload_base, slot_stride, total bytes) of a replay buffer's window."""
+    records = nrings * capacity
+    header_base = nrings * CTRL_BYTES
+    headers_end = header_base + records * HEADER_BYTES
+    payload_base = (headers_end + 63) // 64 * 64
+    slot_stride = (slot_bytes + 63) // 64 * 64
+    return header_base, headers_end, payload_base, slot_stride, payload_base + records * slot_stride
+
+
+cdef inline MPI_Aint header_off(Ring *r, int64_t ring, int64_t slot) noexcept nogil:
+    return r.meta_base + (ring * r.capacity + slot) * HEADER_BYTES
+
+
+cdef inline uint64_t slot_header_check(Ring *r, int64_t ring, int64_t slot, const int64_t *header) noexcept nogil:
+    return rdq_hash(header, 3 * 8, <uint64_t>(ring * r.capacity + slot))
+
+
+cdef inline uint64_t replay_close_check(int64_t ring, const int64_t *record) noexcept nogil:
+    return rdq_hash(record, 2 * 8, <uint64_t>ring)

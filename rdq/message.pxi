@@ -29,17 +29,22 @@ cdef class _SlotView:
 
     cdef void _add_export(self) noexcept:
         self.exports += 1
-        self.queue.exports += 1
+        if not self.own_copy:
+            self.queue.exports += 1   # keeps the window's memory mapped after free()
 
     cdef void _drop_export(self) noexcept:
         self.exports -= 1
-        self.queue.exports -= 1
         if self.exports == 0 and self.release_requested and not self.returned:
             self._return_slots()
+        if self.own_copy:
+            return
+        self.queue.exports -= 1
         if self.queue.exports == 0 and self.queue.freed:
             self.queue._unmap()   # the last view of a freed queue's memory
 
     cdef int _check_exportable(self) except -1:
+        if self.own_copy:
+            return 0              # a copy stays valid whatever happens to the queue
         if self.release_requested:
             raise ValueError(f"{self!r} was released: its slots may already hold other messages")
         if self.queue.freed:
@@ -179,8 +184,9 @@ cdef class Batch(_SlotView):
 
     @property
     def copied(self):
-        """True when the rows had to be copied (their slots were not consecutive)."""
-        return self.pinned == 0
+        """True when the rows are a copy (slots not consecutive, or a replay buffer's sample),
+        not views of the window: they stay valid whatever happens to the queue."""
+        return self.own_copy
 
     def __len__(self):
         return self.c_shape[0]

@@ -71,21 +71,20 @@ def _window_problem(nrings, capacity, slot_bytes, total, is_owner, owner):
     return None
 
 
-def _agree(comm, str where, tuple spec, problem):
-    """Raise on every rank when any rank has a problem or passed different arguments."""
+def _agree(comm, str where, str kind, str noun, dict spec, problem):
+    """Raise on every rank when any rank has a problem or passed different arguments (spec: name -> value)."""
     gathered = comm.allgather((spec, problem))
     problems = [f"rank {r}: {p}" for r, (_, p) in enumerate(gathered) if p]
     if problems:
-        raise ValueError(f"{where}: cannot create the queue: " + "; ".join(problems))
-    names = ("owner", "capacity", "slot_bytes", "shape", "dtype", "producers", "transport")
+        raise ValueError(f"{where}: cannot create the {noun}: " + "; ".join(problems))
     for r, (other, _) in enumerate(gathered):
-        differ = [f"{n}={o!r} on rank {r}, {m!r} on this rank" for n, o, m in zip(names, other, spec) if o != m]
+        differ = [f"{n}={other.get(n)!r} on rank {r}, {m!r} on this rank" for n, m in spec.items() if other.get(n) != m]
         if differ:
-            raise ValueError(f"{where}: rdq.Queue is collective and needs the same arguments on every rank: "
+            raise ValueError(f"{where}: rdq.{kind} is collective and needs the same arguments on every rank: "
                              + "; ".join(differ))
 
 
-cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
+cdef int _check_dlpack(_Window self, _DLPackInput dl) except -1:
     cdef DLTensor *t = dl.tensor
     if t.device.device_type != kDLCPU:
         raise ValueError(f"{self._where()}: put() takes host (CPU) memory; this tensor is on "
@@ -104,38 +103,29 @@ cdef int _check_dlpack(Queue self, _DLPackInput dl) except -1:
     return 0
 
 
-cdef class Queue:
-    """Queue(comm, owner=0, capacity=1024, shape=None, dtype=None, *, slot_bytes=None, producers=None, sample=None, name=None, transport=None)
---
-
-A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
-
-    Collective over ``comm``: every rank calls it with the same arguments.
-
-    Typed queues carry arrays of one ``shape`` and ``dtype``; raw-bytes queues
-    (``slot_bytes=``) carry byte strings of up to ``slot_bytes``, each message
-    with its own length.  Every rank in ``producers`` (default: all but the
-    owner) may put, ``capacity`` messages each at a time;
-    only the owner gets.  ``transport`` (default ``$RDQ_TRANSPORT`` or "auto")
-    picks "shm" (all ranks on one node: load/store into a shared window) or
-    "rma" (MPI one-sided calls for every access); "auto" takes shm when every
-    rank shares the owner's node and MPICH's NOLOCAL switch is off.
-    """
+@cython.embedsignature(False)
+cdef class _Window:
+    """What rdq.Queue and rdq.ReplayBuffer share: the owner's window, put and close."""
 
     def __cinit__(self):
         self.ring.win = MPI_WIN_NULL
         self.ring.comm = MPI_COMM_NULL
         self.freed = True   # until __init__ has built the window
 
-    @cython.embedsignature(False)   # Cython's signature of it puts slot_bytes before the "*"
-    def __init__(self, comm, owner=0, capacity=1024, shape=None, dtype=None, *,
-                 slot_bytes=None, producers=None, sample=None, name=None, transport=None):
+    def __init__(self):
+        raise TypeError("rdq._Window is the base of rdq.Queue and rdq.ReplayBuffer; make one of those")
+
+    cdef _setup(self, comm, owner, capacity, shape, dtype, slot_bytes, producers, sample, name, transport,
+                tuple extra):
+        """The collective construction both kinds share; extra: (name, value) pairs of the
+        subclass's own arguments, which every rank must pass alike."""
+        kind = type(self).__name__
         if not isinstance(comm, MPI.Intracomm) or comm == MPI.COMM_NULL:
-            raise TypeError(f"rdq.Queue needs an mpi4py intracommunicator, got {comm!r}")
+            raise TypeError(f"rdq.{kind} needs an mpi4py intracommunicator, got {comm!r}")
         size = comm.Get_size()
         self.rank = comm.Get_rank()
-        self.name = str(name) if name is not None else f"queue{next(_queue_numbers)}"
-        where = f"rank {self.rank}: rdq.Queue {self.name!r}"
+        self.name = str(name) if name is not None else f"{kind.lower()}{next(_queue_numbers)}"
+        where = f"rank {self.rank}: rdq.{kind} {self.name!r}"
 
         owner = _as_index(owner, "owner", where)
         if not 0 <= owner < size:
@@ -157,11 +147,13 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         if transport not in _TRANSPORTS:
             raise ValueError(f"{where}: transport must be one of {_TRANSPORTS}, got {transport!r}")
 
-        layout = window_layout(len(producers), capacity, self.slot_bytes)
+        layout = self._layout(len(producers), capacity, self.slot_bytes)
         problem = _window_problem(len(producers), capacity, self.slot_bytes, layout[4], self.rank == owner, owner)
         # Every rank must agree on the queue, and learn about the owner's problem, before anything collective.
-        _agree(comm, where, (owner, capacity, self.slot_bytes, self.shape,
-                             None if self.dtype is None else self.dtype.str, producers, transport), problem)
+        spec = dict(owner=owner, capacity=capacity, slot_bytes=self.slot_bytes, shape=self.shape,
+                    dtype=None if self.dtype is None else self.dtype.str, producers=producers, transport=transport)
+        spec.update(extra)
+        _agree(comm, where, kind, self._noun, spec, problem)
 
         _watch_finalize()
         self.comm = comm
@@ -169,7 +161,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self.capacity = capacity
         self.producers = producers
         self.is_producer = self.rank in producers
-        self.sample = sample
+        self.put_sample = sample
         self.format_ok = {}
         if self.dtype is not None:
             self._init_layout()
@@ -228,10 +220,21 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self.format = memoryview(np.empty(1, self.dtype)).format.encode()
         self.format_ok[self.format.decode()] = True
 
+    cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes):
+        raise NotImplementedError
+
+    cdef void _init_memory(self) noexcept nogil:
+        pass
+
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
+        return 0
+
+    cdef int _close_ring(self) except -1 nogil:
+        return 0
+
     cdef _init_ring(self, tuple layout):
-        """The ring's geometry and this rank's local state (ring.pxi)."""
+        """The window's geometry, as every kind has it (ring.pxi)."""
         cdef Ring *r = &self.ring
-        cdef int64_t i
         r.owner = self.owner
         r.rank = self.rank
         r.nrings = len(self.producers)
@@ -239,20 +242,13 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         r.slot_bytes = self.slot_bytes
         r.meta_base, r.free_base, r.payload_base, r.slot_stride = layout[:4]
         r.ring = self.producers.index(self.rank) if self.is_producer else -1
-        if self.is_producer:
-            # every slot starts free: ticket j < capacity writes slot j
-            r.slots = <int64_t *>PyMem_Malloc((r.capacity + 2 * FETCH_MAX) * sizeof(int64_t))
-            if r.slots == NULL:
-                raise MemoryError()
-            r.fetched = r.slots + r.capacity
-            for i in range(r.capacity):
-                r.slots[i] = i
-            r.credit_upto = r.capacity
-        if self.rank == self.owner:
-            r.rings = <RingOwner *>PyMem_Malloc(r.nrings * sizeof(RingOwner))
-            if r.rings == NULL:
-                raise MemoryError()
-            memset(r.rings, 0, r.nrings * sizeof(RingOwner))
+
+    def __repr__(self):
+        kind = (f"slot_bytes={self.slot_bytes}" if self.dtype is None
+                else f"shape={self.shape}, dtype={self.dtype}")
+        state = "freed" if self.freed else self.transport
+        return (f"<rdq.{type(self).__name__} {self.name!r} owner={self.owner} capacity={self.capacity} "
+                f"{kind} ({state})>")
 
     cdef _create_window(self, comm, str transport, int64_t total):
         cdef Ring *r = &self.ring
@@ -268,7 +264,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             one_node = node_size == size
             CHKERR(MPI_Allreduce(&one_node, &all_one_node, 1, MPI_INT, MPI_MIN, r.comm))
         if transport == "shm" and not all_one_node:
-            raise ValueError(f"rank {self.rank}: rdq.Queue {self.name!r}: transport='shm' needs every rank "
+            raise ValueError(f"rank {self.rank}: rdq.{type(self).__name__} {self.name!r}: transport='shm' needs every rank "
                              f"on the owner's node; use 'rma' or 'auto'")
         r.shm = transport == "shm" or (transport == "auto" and all_one_node and not _network_path_forced())
         self.transport = "shm" if r.shm else "rma"
@@ -286,7 +282,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             self.mapping_bytes = total
             if self.mapping != NULL:
                 r.base = self.mapping
-                init_free_lists(r)
+                self._init_memory()
         name, owner_problem = comm.bcast((names[0] if names else None, problems[0] if problems else None),
                                          root=self.owner)
         if owner_problem is None and self.rank != self.owner:
@@ -324,7 +320,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             if r.rank == r.owner:
                 r.disp0 = (64 - <size_t>base % 64) % 64   # every slot 64-byte aligned
                 r.base = <char *>base + r.disp0
-                init_free_lists(r)
+                self._init_memory()
             CHKERR(MPI_Bcast(&r.disp0, 1, MPI_AINT, r.owner, r.comm))
             CHKERR(MPI_Win_lock_all(MPI_MODE_NOCHECK, r.win))
             CHKERR(MPI_Win_sync(r.win))
@@ -334,7 +330,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         if model_flag and model[0] != MPI_WIN_UNIFIED:
             # The owner reads delivered payloads with loads; that needs the unified memory model.
             self.free()
-            raise RDQError(f"rank {self.rank}: rdq.Queue {self.name!r}: this MPI offers only the "
+            raise RDQError(f"rank {self.rank}: rdq.{type(self).__name__} {self.name!r}: this MPI offers only the "
                            f"separate RMA memory model; rdq needs MPI_WIN_UNIFIED")
 
     cdef _raise_problems(self, list gathered):
@@ -342,7 +338,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         problems = [f"rank {rank}: {p}" for rank, p in enumerate(gathered) if p]
         if problems:
             self._unmap()
-            raise ValueError(f"rank {self.rank}: rdq.Queue {self.name!r}: cannot create the queue: "
+            raise ValueError(f"rank {self.rank}: rdq.{type(self).__name__} {self.name!r}: cannot create it: "
                              + "; ".join(problems))
 
     cdef void _unmap(self) noexcept:
@@ -360,20 +356,20 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         PyMem_Free(self.ring.slots)
         PyMem_Free(self.ring.rings)
 
-    def __repr__(self):
-        kind = (f"slot_bytes={self.slot_bytes}" if self.dtype is None
-                else f"shape={self.shape}, dtype={self.dtype}")
-        state = "freed" if self.freed else self.transport
-        return f"<rdq.Queue {self.name!r} owner={self.owner} capacity={self.capacity} {kind} ({state})>"
+    cdef int _check_owner(self, str call) except -1:
+        if self.rank != self.owner:
+            raise RDQError(f"rank {self.rank}: {call} on {self.name!r}: only its owner, rank "
+                           f"{self.owner}, can read it")
+        return 0
 
     cdef str _where(self):
         return f"rank {self.rank}: {self.name!r}"
 
     cdef int _check_usable(self, str call) except -1:
         if self.freed:
-            raise Closed(f"rank {self.rank}: {call} on queue {self.name!r}, which was freed")
+            raise Closed(f"rank {self.rank}: {call} on {self._noun} {self.name!r}, which was freed")
         if _mpi_finalized:
-            raise Closed(f"rank {self.rank}: {call} on queue {self.name!r} after MPI_Finalize")
+            raise Closed(f"rank {self.rank}: {call} on {self._noun} {self.name!r} after MPI_Finalize")
         return 0
 
     cdef int _enter(self, const char *call, bint wait) except -1 nogil:
@@ -402,7 +398,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
     cdef void _count_put(self, int sent, bint waited, int64_t nbytes) noexcept nogil:
         if waited:
             self.full_waits += 1
-        if sent:
+        if sent == 1:
             self.n_puts += 1
             self.bytes_put += nbytes
 
@@ -415,13 +411,13 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             if self.ring.shm and nbytes <= SMALL_PUT:
                 # No MPI call and no wait on this try: for a small message it is
                 # cheaper than the GIL hand-over around it.
-                sent = ring_put(&self.ring, data, nbytes, 0, &waited)
+                sent = self._send(data, nbytes, 0, &waited)
                 if not sent and timeout != 0:
                     with nogil:
-                        sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
+                        sent = self._send(data, nbytes, timeout, &waited)
             else:
                 with nogil:
-                    sent = ring_put(&self.ring, data, nbytes, timeout, &waited)
+                    sent = self._send(data, nbytes, timeout, &waited)
         finally:
             self._leave()
         self._count_put(sent, waited, nbytes)
@@ -450,8 +446,8 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             if self.closed:
                 with gil:
                     self._check_put("put_nogil()")
-            sent = ring_put(&self.ring, <const char *>data, nbytes,
-                            self._own_put_timeout(-1.0 if timeout < 0 else timeout), &waited)
+            sent = self._send(<const char *>data, nbytes,
+                              self._own_put_timeout(-1.0 if timeout < 0 else timeout), &waited)
         finally:
             self._leave()
         self._count_put(sent, waited, nbytes)
@@ -479,7 +475,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         return self.put_nogil(data, nbytes, timeout)
 
     cdef bint _sampled(self, x) except -1:
-        if self.sample(x):
+        if self.put_sample(x):
             return True
         self.sampled_out += 1
         return False
@@ -487,12 +483,12 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
     cdef int _check_put(self, str call) except -1:
         self._check_usable(call)
         if not self.is_producer:
-            raise RDQError(f"rank {self.rank}: {call} on queue {self.name!r}: this rank is not one of its "
+            raise RDQError(f"rank {self.rank}: {call} on {self._noun} {self.name!r}: this rank is not one of its "
                            f"producers {self.producers}")
         if self.closed:
-            raise Closed(f"rank {self.rank}: {call} on queue {self.name!r} after close()")
+            raise Closed(f"rank {self.rank}: {call} on {self._noun} {self.name!r} after close()")
         if self.ring.unsure:
-            raise RDQError(f"rank {self.rank}: {call} on queue {self.name!r}: an MPI error struck an earlier put "
+            raise RDQError(f"rank {self.rank}: {call} on {self._noun} {self.name!r}: an MPI error struck an earlier put "
                            f"after its message was written, so it may or may not have arrived; this rank "
                            f"puts no more to this queue")
         return 0
@@ -528,7 +524,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
                                  f"(numpy.ascontiguousarray(x) makes one): {exc}") from None
             try:
                 self._check_view(&view, x)
-                if self.sample is not None and not self._sampled(x):
+                if self.put_sample is not None and not self._sampled(x):
                     return False
                 sent = self._put_bytes(<const char *>view.buf, view.len, self._own_put_timeout(c_timeout))
             finally:
@@ -536,7 +532,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         elif hasattr(x, "__dlpack__"):
             dl = _DLPackInput(x)
             _check_dlpack(self, dl)
-            if self.sample is not None and not self._sampled(x):
+            if self.put_sample is not None and not self._sampled(x):
                 return False
             sent = self._put_bytes(dl.data(), dl.nbytes(), self._own_put_timeout(c_timeout))
         else:
@@ -548,7 +544,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             raise Full(f"{self._where()}: no free slot" +
                        ("" if c_timeout == 0 else f" within {c_timeout} s") +
                        f" (capacity {self.capacity}; is the owner rank {self.owner} consuming?)")
-        return True
+        return sent == 1
 
     def put_nowait(self, x):
         """put(x, block=False), as queue.Queue has it."""
@@ -592,7 +588,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self._enter("close()", True)
         try:
             if not self.closed:
-                ring_close(&self.ring)
+                self._close_ring()
                 self.closed = True
         finally:
             self._leave()
@@ -605,6 +601,156 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         with nogil:
             self.close_nogil()
 
+    # --- both ------------------------------------------------------------
+
+    cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs):
+        """A Batch of count rows of nb bytes, its data not yet set."""
+        cdef Batch batch = Batch.__new__(Batch)
+        cdef int i
+        batch.queue = self
+        batch.sources = sources
+        batch.seqs = seqs
+        batch.ndim = (1 if self.dtype is None else self.ndim) + 1
+        batch.own_dims = <Py_ssize_t *>PyMem_Malloc(2 * batch.ndim * sizeof(Py_ssize_t))
+        if batch.own_dims == NULL:
+            raise MemoryError()
+        batch.c_shape = batch.own_dims
+        batch.c_strides = batch.own_dims + batch.ndim
+        batch.c_shape[0] = count
+        if self.dtype is None:
+            batch.c_shape[1] = nb
+            batch.c_strides[1] = 1
+        else:
+            for i in range(self.ndim):
+                batch.c_shape[i + 1] = self.c_shape[i]
+                batch.c_strides[i + 1] = self.c_strides[i]
+        batch.nbytes = count * nb
+        return batch
+
+
+    def stats(self):
+        """This rank's counters for this queue."""
+        return {
+            "puts": self.n_puts, "gets": self.n_gets,
+            "bytes_put": self.bytes_put, "bytes_got": self.bytes_got,
+            "full_waits": self.full_waits, "empty_waits": self.empty_waits,
+            "sampled_out": self.sampled_out, "batch_copies": self.batch_copies,
+            "outstanding": self.outstanding, "live_exports": self.exports,
+            "mpi_puts": self.ring.calls.puts, "mpi_gets": self.ring.calls.gets,
+            "mpi_flushes": self.ring.calls.flushes, "mpi_syncs": self.ring.calls.syncs,
+        }
+
+    def free(self):
+        """Collective teardown of the window: every rank of the communicator calls it.
+
+        A producer that has not closed closes first, so the owner's stream ends.  Views
+        of received messages stay valid until they die; anything else done with the
+        queue or its messages afterwards raises rdq.Closed, and release() does nothing."""
+        if self.freed:
+            return
+        if not _mpi_finalized:
+            if self.is_producer and not self.closed:
+                self.close()
+            if self.ring.shm:
+                self.comm.Barrier()
+            else:
+                self._free_windows()
+        self.freed = True
+        if self.exports == 0:
+            self._unmap()
+
+    cdef _free_windows(self):
+        """rma: free this queue's window, unless the owner still has views of it: MPI owns that
+        memory, so such a window is retired and freed by a later free() on the same communicator
+        once those views have died (or left to MPI_Finalize).  Every rank decides alike."""
+        cdef _Window q
+        cdef Ring *r
+        waiting = [q for q in _retired if q.ring.comm == self.ring.comm] + [self]
+        live = np.array([q.exports for q in waiting], np.int64)
+        self.comm.Allreduce(MPI.IN_PLACE, live, op=MPI.MAX)
+        for q, views in zip(waiting, live):
+            if q is not self and views == 0:
+                _retired.remove(q)
+            if views == 0:
+                r = &q.ring
+                with nogil:
+                    CHKERR(MPI_Win_unlock_all(r.win))
+                    CHKERR(MPI_Win_free(&r.win))
+                r.base = NULL
+            elif q is self:
+                _retired.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        # free() is collective: on the way out of an exception the other ranks
+        # are not there to meet it, so leave the window to MPI_Abort/Finalize.
+        if exc_type is None:
+            self.free()
+
+
+cdef class Queue(_Window):
+    """Queue(comm, owner=0, capacity=1024, shape=None, dtype=None, *, slot_bytes=None, producers=None, sample=None, name=None, transport=None)
+--
+
+    A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
+
+    Collective over ``comm``: every rank calls it with the same arguments.
+
+    Typed queues carry arrays of one ``shape`` and ``dtype``; raw-bytes queues
+    (``slot_bytes=``) carry byte strings of up to ``slot_bytes``, each message
+    with its own length.  Every rank in ``producers`` (default: all but the
+    owner) may put, ``capacity`` messages each at a time;
+    only the owner gets.  ``transport`` (default ``$RDQ_TRANSPORT`` or "auto")
+    picks "shm" (all ranks on one node: load/store into a shared window) or
+    "rma" (MPI one-sided calls for every access); "auto" takes shm when every
+    rank shares the owner's node and MPICH's NOLOCAL switch is off.
+    """
+    _noun = "queue"
+
+    @cython.embedsignature(False)   # Cython's signature of it puts slot_bytes before the "*"
+    def __init__(self, comm, owner=0, capacity=1024, shape=None, dtype=None, *,
+                 slot_bytes=None, producers=None, sample=None, name=None, transport=None):
+        self._setup(comm, owner, capacity, shape, dtype, slot_bytes, producers, sample, name, transport, ())
+
+    @property
+    def sample(self):
+        """The put-side sampling policy (x -> bool), or None."""
+        return self.put_sample
+
+    cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes):
+        return window_layout(nrings, capacity, slot_bytes)
+
+    cdef void _init_memory(self) noexcept nogil:
+        init_free_lists(&self.ring)
+
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
+        return ring_put(&self.ring, data, nbytes, timeout, waited)
+
+    cdef int _close_ring(self) except -1 nogil:
+        return ring_close(&self.ring)
+
+    cdef _init_ring(self, tuple layout):
+        """The geometry, and this rank's producer credit and owner state (ring.pxi)."""
+        cdef Ring *r = &self.ring
+        cdef int64_t i
+        _Window._init_ring(self, layout)
+        if self.is_producer:
+            # every slot starts free: ticket j < capacity writes slot j
+            r.slots = <int64_t *>PyMem_Malloc((r.capacity + 2 * FETCH_MAX) * sizeof(int64_t))
+            if r.slots == NULL:
+                raise MemoryError()
+            r.fetched = r.slots + r.capacity
+            for i in range(r.capacity):
+                r.slots[i] = i
+            r.credit_upto = r.capacity
+        if self.rank == self.owner:
+            r.rings = <RingOwner *>PyMem_Malloc(r.nrings * sizeof(RingOwner))
+            if r.rings == NULL:
+                raise MemoryError()
+            memset(r.rings, 0, r.nrings * sizeof(RingOwner))
+
     # --- consumer side ---------------------------------------------------
 
     cdef int _wait_messages(self, str call, int64_t k, double timeout, int64_t *ring, int64_t *count) except -1:
@@ -613,9 +759,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         cdef int what
         cdef bint waited = False
         self._check_usable(call)
-        if self.rank != self.owner:
-            raise RDQError(f"rank {self.rank}: {call} on queue {self.name!r}: only its owner, rank "
-                           f"{self.owner}, can get")
+        self._check_owner(call)
         if self.end_of_stream:
             raise Closed(f"{self._where()}: {call} after end of stream")
         self._enter(call.encode(), False)
@@ -727,30 +871,6 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         self.bytes_got += batch.nbytes
         return batch
 
-    cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs):
-        """A Batch of count rows of nb bytes, its data not yet set."""
-        cdef Batch batch = Batch.__new__(Batch)
-        cdef int i
-        batch.queue = self
-        batch.sources = sources
-        batch.seqs = seqs
-        batch.ndim = (1 if self.dtype is None else self.ndim) + 1
-        batch.own_dims = <Py_ssize_t *>PyMem_Malloc(2 * batch.ndim * sizeof(Py_ssize_t))
-        if batch.own_dims == NULL:
-            raise MemoryError()
-        batch.c_shape = batch.own_dims
-        batch.c_strides = batch.own_dims + batch.ndim
-        batch.c_shape[0] = count
-        if self.dtype is None:
-            batch.c_shape[1] = nb
-            batch.c_strides[1] = 1
-        else:
-            for i in range(self.ndim):
-                batch.c_shape[i + 1] = self.c_shape[i]
-                batch.c_strides[i + 1] = self.c_strides[i]
-        batch.nbytes = count * nb
-        return batch
-
     cdef int _check_sizes(self, int64_t nb, int64_t other) except -1:
         if other != nb:
             raise ValueError(f"{self._where()}: get_batch() on raw messages of different sizes "
@@ -826,6 +946,7 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
         batch.rows = np.empty(batch.nbytes, np.uint8)
         batch.data = dst = <char *><size_t>batch.rows.ctypes.data
         batch.c_strides[0] = nb
+        batch.own_copy = True
         for j in range(n):
             for i in range(takes[j]):
                 slot = self._take_ticket(rings[j], &nb)
@@ -845,66 +966,3 @@ A queue in an MPI-3 RMA window on one rank (the owner) of a communicator.
             if self.end_of_stream:
                 raise StopIteration from None
             raise
-
-    # --- both ------------------------------------------------------------
-
-    def stats(self):
-        """This rank's counters for this queue."""
-        return {
-            "puts": self.n_puts, "gets": self.n_gets,
-            "bytes_put": self.bytes_put, "bytes_got": self.bytes_got,
-            "full_waits": self.full_waits, "empty_waits": self.empty_waits,
-            "sampled_out": self.sampled_out, "batch_copies": self.batch_copies,
-            "outstanding": self.outstanding, "live_exports": self.exports,
-            "mpi_puts": self.ring.calls.puts, "mpi_gets": self.ring.calls.gets,
-            "mpi_flushes": self.ring.calls.flushes, "mpi_syncs": self.ring.calls.syncs,
-        }
-
-    def free(self):
-        """Collective teardown of the window: every rank of the communicator calls it.
-
-        A producer that has not closed closes first, so the owner's stream ends.  Views
-        of received messages stay valid until they die; anything else done with the
-        queue or its messages afterwards raises rdq.Closed, and release() does nothing."""
-        if self.freed:
-            return
-        if not _mpi_finalized:
-            if self.is_producer and not self.closed:
-                self.close()
-            if self.ring.shm:
-                self.comm.Barrier()
-            else:
-                self._free_windows()
-        self.freed = True
-        if self.exports == 0:
-            self._unmap()
-
-    cdef _free_windows(self):
-        """rma: free this queue's window, unless the owner still has views of it: MPI owns that
-        memory, so such a window is retired and freed by a later free() on the same communicator
-        once those views have died (or left to MPI_Finalize).  Every rank decides alike."""
-        cdef Queue q
-        cdef Ring *r
-        waiting = [q for q in _retired if q.ring.comm == self.ring.comm] + [self]
-        live = np.array([q.exports for q in waiting], np.int64)
-        self.comm.Allreduce(MPI.IN_PLACE, live, op=MPI.MAX)
-        for q, views in zip(waiting, live):
-            if q is not self and views == 0:
-                _retired.remove(q)
-            if views == 0:
-                r = &q.ring
-                with nogil:
-                    CHKERR(MPI_Win_unlock_all(r.win))
-                    CHKERR(MPI_Win_free(&r.win))
-                r.base = NULL
-            elif q is self:
-                _retired.append(self)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        # free() is collective: on the way out of an exception the other ranks
-        # are not there to meet it, so leave the window to MPI_Abort/Finalize.
-        if exc_type is None:
-            self.free()

@@ -28,8 +28,14 @@ static inline int64_t rdq_cas(void *p, int64_t expected, int64_t desired)
 static inline int64_t rdq_load_relaxed(const void *p)
 { return __atomic_load_n((const int64_t *)p, __ATOMIC_RELAXED); }
 
+static inline void rdq_store_relaxed(void *p, int64_t v)
+{ __atomic_store_n((int64_t *)p, v, __ATOMIC_RELAXED); }
+
 static inline void rdq_fence_acquire(void)
 { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
+
+static inline void rdq_fence_release(void)
+{ __atomic_thread_fence(__ATOMIC_RELEASE); }
 
 /* A 64-bit mixing hash (the xxHash64 round with four independent lanes, so it
  * runs near memory speed).  The rma transport checks with it that a message

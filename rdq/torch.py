@@ -1,4 +1,5 @@
-"""PyTorch streaming: an IterableDataset over an rdq queue, zero-copy through DLPack.
+"""PyTorch streaming: IterableDatasets over an rdq queue (zero-copy through DLPack) and over
+a replay buffer (sampled batches).
 
     ds = rdq.torch.QueueDataset(q, batch_size=32)          # on the queue's owner
     for x in torch.utils.data.DataLoader(ds, batch_size=None):   # None: rdq makes the batches
@@ -11,6 +12,7 @@ iterating in a worker raises a clear error.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Iterator, Optional
 import warnings
@@ -19,10 +21,16 @@ import torch
 import torch.utils.data
 import torch.utils.dlpack
 
-from rdq._core import Queue
+from rdq._core import Queue, ReplayBuffer
 from rdq.errors import Closed, RDQError
 
-__all__ = ["QueueDataset"]
+__all__ = ["QueueDataset", "ReplayDataset"]
+
+
+def _refuse_worker(what: str) -> None:
+    if torch.utils.data.get_worker_info() is not None:
+        raise RDQError(f"{what} iterated in a DataLoader worker process, where MPI cannot be used: "
+                       f"use num_workers=0")
 
 
 class QueueDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
@@ -41,9 +49,7 @@ class QueueDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
         self.batch_size = batch_size
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if torch.utils.data.get_worker_info() is not None:
-            raise RDQError(f"QueueDataset over queue {self.queue.name!r} iterated in a DataLoader worker "
-                           f"process, where MPI cannot be used: use num_workers=0")
+        _refuse_worker(f"QueueDataset over queue {self.queue.name!r}")
         # DataLoader's default batch_size=1 collates: it stacks (copies) every tensor into a new
         # batch with an extra dimension.  Its fetcher, the frame that first runs this generator,
         # says whether it does.
@@ -61,3 +67,47 @@ class QueueDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
             tensor = torch.utils.dlpack.from_dlpack(view)
             view.release()   # the slots go back when the tensor dies
             yield tensor
+
+
+class ReplayDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
+    """Yields batches of batch_size rows drawn from a replay buffer (ReplayBuffer.sample), as
+    tensors that own their rows.  Use it with DataLoader(ds, batch_size=None).
+
+    Stops after `steps` batches when given.  Otherwise it goes on while the producers put, and
+    once every producer has closed it draws `passes` more passes over what is resident
+    (ceil(passes x resident / batch_size) batches), then stops."""
+
+    def __init__(self, buffer: ReplayBuffer, batch_size: int, *, steps: Optional[int] = None,
+                 passes: float = 1.0) -> None:
+        super().__init__()
+        where = f"rank {buffer.rank}: ReplayDataset over {buffer.name!r}"
+        if buffer.rank != buffer.owner:
+            raise RDQError(f"{where}: only its owner, rank {buffer.owner}, can sample it")
+        total = len(buffer.producers) * buffer.capacity
+        if not isinstance(batch_size, int) or not 1 <= batch_size <= total:
+            raise ValueError(f"{where}: batch_size must be 1..{total} (producers x capacity), got {batch_size!r}")
+        if steps is not None and (not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"{where}: steps must be None or an integer >= 0, got {steps!r}")
+        if not passes >= 0:
+            raise ValueError(f"{where}: passes must be a number >= 0, got {passes!r}")
+        self.buffer = buffer
+        self.batch_size = batch_size
+        self.steps = steps
+        self.passes = passes
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        _refuse_worker(f"ReplayDataset over {self.buffer.name!r}")
+        done, left = 0, None
+        while self.steps is None or done < self.steps:
+            if left is None and self.steps is None and self.buffer.ended:
+                left = math.ceil(self.passes * self.buffer.resident / self.batch_size)
+            if left is not None:
+                if left == 0:
+                    return
+                left -= 1
+            try:
+                batch = self.buffer.sample(self.batch_size)
+            except Closed:      # every producer closed without putting anything
+                return
+            yield torch.utils.dlpack.from_dlpack(batch)
+            done += 1

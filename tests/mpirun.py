@@ -94,11 +94,12 @@ def launch(cmd, timeout, env=None, python=sys.executable, cwd=None):
     return out, verdict
 
 
-def run_scenario(name, n, *args, timeout=90, env=None):
-    """Run `scenarios.py name args...` on n ranks; raise ScenarioFailed with every rank's last words."""
+def run_scenario(name, n, *args, timeout=90, env=None, script=SCENARIOS):
+    """Run `script name args...` (scenarios.py, replay_scenarios.py) on n ranks; raise ScenarioFailed
+    with every rank's last words."""
     with tempfile.TemporaryDirectory(prefix="rdq-scenario-") as logdir:
         # `python -m mpi4py` aborts the whole job when any rank raises, instead of leaving the others hanging
-        cmd = mpiexec_command(n) + [sys.executable, "-m", "mpi4py", str(SCENARIOS), name, *map(str, args)]
+        cmd = mpiexec_command(n) + [sys.executable, "-m", "mpi4py", str(script), name, *map(str, args)]
         out, verdict = launch(cmd, timeout, {**(env or {}), "RDQ_TEST_LOGDIR": logdir})
         if verdict is None:
             return out
