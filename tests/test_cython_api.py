@@ -75,6 +75,17 @@ def test_nogil_non_blocking_and_raw(downstream):
             ds.put_bytes(q, np.zeros(9, np.uint8), 0)
 
 
+def test_nogil_puts_into_a_replay_buffer(downstream):
+    _, mod = downstream
+    rb = rdq.ReplayBuffer(MPI.COMM_SELF, capacity=4, shape=3, dtype=np.int64, seed=5)
+    codes = mod.put_replay(rb, np.zeros(3, np.int64), 100)   # never waits: 25 x the capacity
+    assert list(codes[:4]) == [1] * 4 and set(codes) == {1, 2}   # 2: the reservoir skipped it
+    assert rb.stats()["inserted"] == (codes == 1).sum()
+    b = rb.sample(4)
+    assert list(np.asarray(b)[:, 0]) == list(b.seqs)
+    rb.free()
+
+
 def test_second_thread_putting_on_one_queue_is_refused(downstream):
     """One thread per queue and rank: a concurrent nogil put gets a clear error, not a race."""
     _, ds = downstream

@@ -97,3 +97,17 @@ def test_replay_dataset_steps_and_end_of_stream():
     with pytest.raises(ValueError, match="batch_size"):
         ReplayDataset(rb, 9)
     rb.free()
+
+
+@pytest.mark.parametrize("nbytes, puts, flushes", [(64, 2, 1), (16384, 2, 1), (16384 + 8, 3, 3)])
+def test_mpi_calls_per_put_on_rma(nbytes, puts, flushes):
+    """What README and docs/replay.md promise: a checked row is two MPI_Put and one flush, a larger
+    one a busy stamp, the payload and the stamp, each flushed; a skipped message costs nothing."""
+    rb = rdq.ReplayBuffer(MPI.COMM_SELF, capacity=4, shape=nbytes // 8, dtype=np.int64, transport="rma")
+    kept = [rb.put(np.full(nbytes // 8, i, np.int64)) for i in range(40)]
+    stats = rb.stats()
+    assert (stats["mpi_puts"], stats["mpi_flushes"], stats["mpi_gets"]) == \
+        (puts * kept.count(True), flushes * kept.count(True), 0)
+    b = rb.sample(4)
+    assert (np.asarray(b)[:, 0] == b.seqs).all()
+    rb.free()

@@ -2,7 +2,7 @@
 # A simulation-style user of rdq's C-level API: puts from nogil code.
 cimport rdq
 from libc.stdint cimport int64_t, uint8_t
-from rdq cimport Queue
+from rdq cimport Queue, ReplayBuffer
 
 import numpy as np
 
@@ -57,6 +57,18 @@ def put_ints_1d(Queue q, int64_t[::1] field):
 def put_on_none(int64_t[::1] field):
     with nogil:
         rdq.put_1d(<Queue>None, field, -1.0)
+
+
+def put_replay(ReplayBuffer rb, int64_t[::1] field, Py_ssize_t count):
+    """count puts of [seq, ...] into a replay buffer from a nogil loop; the calls' return codes."""
+    codes = np.empty(count, np.int32)
+    cdef int[::1] out = codes
+    cdef Py_ssize_t seq
+    with nogil:
+        for seq in range(count):
+            field[0] = seq
+            out[seq] = rdq.put_1d(rb, field, -1.0)
+    return codes
 
 
 def put_many(Queue q, const uint8_t[::1] message, Py_ssize_t count):
