@@ -165,6 +165,17 @@ cdef class Queue(_Window):
     cdef int _copy_rows(self, Batch batch, int64_t *rings, int64_t *takes, int64_t n) except -1
 
 
+# sample()'s rows being filled (replay.pxi): row j copies resident message where[j] (an index
+# into the rings' resident slots, ring i's starting at starts[i]); pending: rows still to copy.
+ctypedef struct ReplayRows:
+    int64_t *where
+    int64_t *starts
+    int64_t *pending
+    int32_t *ranks            # producers[i]
+    int32_t *sources          # the batch's .sources and .seqs
+    int64_t *seqs
+
+
 # A replay buffer's owner-side state (replay.pxi).
 cdef class ReplayBuffer(_Window):
     cdef readonly str policy
@@ -176,11 +187,13 @@ cdef class ReplayBuffer(_Window):
     cdef int64_t *filled      # owner: slots of each ring written at least once (they fill in order)
     cdef int64_t *seen_stamp  # owner: per slot, the message last drawn from it, and how often
     cdef int64_t *draws
-    cdef int64_t drawn, redrawn
+    cdef int64_t drawn, distinct, redrawn
     cdef int64_t _resident(self) except -1 nogil
     cdef bint _ended(self) noexcept nogil
     cdef int64_t _wait_resident(self, int64_t k, double timeout, bint *ended) except -1 nogil
-    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident) except -1
+    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident, double timeout) except -1
+    cdef int64_t _read_rows(self, Batch batch, ReplayRows *rows, int64_t npending) except -1 nogil
+    cdef _drop_rows(self, Batch batch, list rows)
     cdef dict _buffer_stats(self)
 
 

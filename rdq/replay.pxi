@@ -15,6 +15,8 @@
 # checked) matching the hash, the copy is message stamp - 1; else the row is drawn again.
 
 _POLICIES = ("reservoir", "window")
+cdef double ROW_RETRY_S = 0.1   # a bounded sample() waits at least this long for a half-written row
+
 
 
 cdef inline uint64_t splitmix64(uint64_t *state) noexcept nogil:
@@ -291,7 +293,7 @@ cdef class ReplayBuffer(_Window):
             batch.data = <char *><size_t>batch.rows.ctypes.data
             batch.c_strides[0] = self.slot_bytes
             batch.own_copy = True
-            self._fill_rows(batch, self.draw_rng.choice(resident, count, replace=False), resident)
+            self._fill_rows(batch, self.draw_rng.choice(resident, count, replace=False), resident, c_timeout)
         finally:
             self._leave()
         self.n_gets += count
@@ -313,59 +315,92 @@ cdef class ReplayBuffer(_Window):
             ring_wait(&self.ring, round)
             round += 1
 
-    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident) except -1:
-        """Copy the picked messages (indices among the resident ones) into the batch's rows,
-        drawing again for a row that changed under the copy."""
+    cdef int64_t _read_rows(self, Batch batch, ReplayRows *rows, int64_t npending) except -1 nogil:
+        """Copy the pending rows (where[row]: an index among the resident messages); the rows that
+        were not whole are moved to the front of pending, and their number returned."""
         cdef Ring *r = &self.ring
+        cdef int64_t nfailed = 0, i, row, ring, slot, at
+        cdef int64_t header[4]
+        if not r.shm:
+            CHKERR(MPI_Win_sync(r.win))   # what MPI_Put wrote is visible to the owner's loads
+            r.calls.syncs += 1
+        for i in range(npending):
+            row = rows.pending[i]
+            ring = bisect_right(rows.starts, r.nrings + 1, rows.where[row]) - 1
+            slot = rows.where[row] - rows.starts[ring]
+            if not replay_read(r, ring, slot, batch.data + row * r.slot_bytes, r.slot_bytes, header):
+                rows.pending[nfailed] = row
+                nfailed += 1
+                continue
+            rows.sources[row] = rows.ranks[ring]
+            rows.seqs[row] = header[HEADER_STAMP] - 1
+            at = ring * r.capacity + slot
+            if self.seen_stamp[at] != header[HEADER_STAMP]:   # its first draw: stamps are unique per ring
+                self.seen_stamp[at] = header[HEADER_STAMP]
+                self.draws[at] = 0
+                self.distinct += 1
+            self.draws[at] += 1
+        return nfailed
+
+    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident, double timeout) except -1:
+        """Copy the picked messages into the batch's rows.  A row caught half-written is drawn
+        again: another message not yet in the batch, or the same one once all are.  A slot still
+        not whole after its producer closed never will be (an MPI error struck its write): its
+        row is dropped when no other message is left, and the batch is shorter."""
         cdef int64_t[::1] where = np.asarray(picks, np.int64)
-        cdef int64_t[::1] starts = np.cumsum([0] + [self.filled[i] for i in range(r.nrings)], dtype=np.int64)
+        cdef int64_t[::1] starts = np.cumsum([0] + [self.filled[i] for i in range(self.ring.nrings)], dtype=np.int64)
+        cdef int64_t[::1] pending = np.arange(len(picks), dtype=np.int64)
+        cdef int32_t[::1] ranks = np.asarray(self.producers, np.int32)
         cdef int32_t[::1] sources = batch.sources
         cdef int64_t[::1] seqs = batch.seqs
-        cdef int32_t[::1] ranks = np.asarray(self.producers, np.int32)
-        cdef int64_t[::1] pending = np.arange(len(picks), dtype=np.int64)
-        cdef int64_t npending = len(picks), nfailed, i, row, ring, slot, at, round = 0
-        cdef int64_t nb = self.slot_bytes
-        cdef int64_t header[4]
-        chosen = set(picks.tolist())
+        cdef ReplayRows rows = ReplayRows(&where[0], &starts[0], &pending[0], &ranks[0], &sources[0], &seqs[0])
+        cdef int64_t npending = len(picks), nfailed, i, round = 0
+        cdef double deadline = 0
+        cdef bint ended
+        chosen, dropped = set(picks.tolist()), []
         while npending:
-            nfailed = 0
-            with nogil:
-                if not r.shm:
-                    CHKERR(MPI_Win_sync(r.win))
-                    r.calls.syncs += 1
-                for i in range(npending):
-                    row = pending[i]
-                    ring = bisect_right(&starts[0], r.nrings + 1, where[row]) - 1
-                    slot = where[row] - starts[ring]
-                    if not replay_read(r, ring, slot, batch.data + row * nb, nb, header):
-                        pending[nfailed] = row
-                        nfailed += 1
-                        continue
-                    sources[row] = ranks[ring]
-                    seqs[row] = header[HEADER_STAMP] - 1
-                    at = ring * r.capacity + slot
-                    if self.seen_stamp[at] != header[HEADER_STAMP]:
-                        self.seen_stamp[at] = header[HEADER_STAMP]
-                        self.draws[at] = 0
-                    self.draws[at] += 1
-                if nfailed:
-                    ring_wait(r, round)   # a slot being overwritten is usually whole again in microseconds
-                    round += 1
+            nfailed = self._read_rows(batch, &rows, npending)
             self.redrawn += nfailed
+            ended = nfailed and self._ended()
+            if nfailed and not ended:
+                if timeout >= 0 and past_deadline(max(timeout, ROW_RETRY_S), &deadline):
+                    raise Empty(f"{self._where()}: a row stayed half-written for {max(timeout, ROW_RETRY_S)} s "
+                                f"(did its producer fail in the middle of a put?)")
+                with nogil:
+                    ring_wait(&self.ring, round)   # a write is usually whole again in microseconds
+                round += 1
+            npending = 0
             for i in range(nfailed):
-                # another message not yet in the batch, or the same one once all are
                 if len(chosen) < resident:
                     while where[pending[i]] in chosen:
                         where[pending[i]] = self.draw_rng.integers(resident)
                     chosen.add(where[pending[i]])
-            npending = nfailed
+                elif ended:
+                    dropped.append(pending[i])
+                    continue
+                pending[npending] = pending[i]
+                npending += 1
+        if dropped:
+            self._drop_rows(batch, dropped)
+            if batch.c_shape[0] == 0:
+                raise Closed(f"{self._where()}: end of stream: no resident message is readable (the writes "
+                             f"into their slots failed with an MPI error)")
         self.drawn += batch.c_shape[0]
         return 0
+
+    cdef _drop_rows(self, Batch batch, list rows):
+        keep = np.ones(batch.c_shape[0], bool)
+        keep[rows] = False
+        batch.rows = batch.rows.reshape(batch.c_shape[0], -1)[keep].reshape(-1)
+        batch.sources, batch.seqs = batch.sources[keep], batch.seqs[keep]
+        batch.data = <char *><size_t>batch.rows.ctypes.data
+        batch.c_shape[0] = keep.sum()
+        batch.nbytes = batch.c_shape[0] * self.slot_bytes
 
     def stats(self):
         """This rank's counters.  On the owner, of the whole buffer: resident, inserted,
         evicted (overwritten), skipped (left out by the reservoir), drawn (rows sampled),
-        redrawn (rows drawn again because a producer was overwriting them) and reuse (how
+        distinct (messages drawn at least once, since the start), redrawn (rows drawn again because a producer was overwriting them) and reuse (how
         often each resident message was drawn, on average).  The owner learns what a producer
         skipped from its next insert (exactly once it closed).  On another producer, its own
         inserted, evicted and skipped."""
@@ -401,7 +436,7 @@ cdef class ReplayBuffer(_Window):
             totals[1] += max(0, inserted - r.capacity)
             totals[2] += offered - inserted
         return {"resident": resident, "inserted": totals[0], "evicted": totals[1], "skipped": totals[2],
-                "drawn": self.drawn, "redrawn": self.redrawn,
+                "drawn": self.drawn, "distinct": self.distinct, "redrawn": self.redrawn,
                 "reuse": <double>reused / resident if resident else 0.0}
 
 

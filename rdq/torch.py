@@ -75,7 +75,9 @@ class ReplayDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
 
     Stops after `steps` batches when given.  Otherwise it goes on while the producers put, and
     once every producer has closed it draws `passes` more passes over what is resident
-    (ceil(passes x resident / batch_size) batches), then stops."""
+    (ceil(passes x resident / batch_size) batches), then stops.  `yielded` counts the batches
+    of the current iteration; `ended_at` is how many had been yielded when it saw every producer
+    closed (None before), and `final_batches` how many it draws after that."""
 
     def __init__(self, buffer: ReplayBuffer, batch_size: int, *, steps: Optional[int] = None,
                  passes: float = 1.0) -> None:
@@ -94,20 +96,22 @@ class ReplayDataset(torch.utils.data.IterableDataset["torch.Tensor"]):
         self.batch_size = batch_size
         self.steps = steps
         self.passes = passes
+        self.yielded = 0
+        self.ended_at: Optional[int] = None
+        self.final_batches: Optional[int] = None
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         _refuse_worker(f"ReplayDataset over {self.buffer.name!r}")
-        done, left = 0, None
-        while self.steps is None or done < self.steps:
-            if left is None and self.steps is None and self.buffer.ended:
-                left = math.ceil(self.passes * self.buffer.resident / self.batch_size)
-            if left is not None:
-                if left == 0:
-                    return
-                left -= 1
+        self.yielded, self.ended_at, self.final_batches = 0, None, None
+        while self.steps is None or self.yielded < self.steps:
+            if self.ended_at is None and self.steps is None and self.buffer.ended:
+                self.ended_at = self.yielded
+                self.final_batches = math.ceil(self.passes * self.buffer.resident / self.batch_size)
+            if self.ended_at is not None and self.yielded - self.ended_at >= self.final_batches:
+                return
             try:
                 batch = self.buffer.sample(self.batch_size)
             except Closed:      # every producer closed without putting anything
                 return
             yield torch.utils.dlpack.from_dlpack(batch)
-            done += 1
+            self.yielded += 1

@@ -239,6 +239,31 @@ def owner_computes(busy, count):
     rb.free()
 
 
+def scenario_replay_put_error(argv):
+    """An MPI error strikes the flush of a producer's 4th put (RDQ_FAIL_FLUSH, tests/pmpi), after its
+    busy stamp landed: that slot never becomes whole.  The producer is told and puts no more; the
+    owner's samples skip the broken slot and never hang, also once it is all that is left."""
+    shape = (4096,)                                   # 32 KiB rows: the busy-stamp path, 3 flushes a put
+    rb = rdq.ReplayBuffer(comm, owner=OWNER, capacity=4, shape=shape, dtype=np.int64, policy="window")
+    if rank != OWNER:
+        for seq in range(3):
+            rb.put(row(shape, rank, seq))
+        expect_error(rdq.MPIError, lambda: rb.put(row(shape, rank, 3)), "MPI error code")
+        expect_error(rdq.RDQError, lambda: rb.put(row(shape, rank, 4)), "may or may not have arrived")
+        rb.close()
+    else:
+        wait_ended(rb)
+        check(rb.resident == 4, f"resident {rb.resident}")
+        for _ in range(20):
+            check_rows(rb.sample(3), shape)           # the broken slot is drawn, then replaced
+        b = rb.sample(4)                              # nothing left to replace it with: a short batch
+        check(len(b) == 3 and sorted(b.seqs) == [0, 1, 2], f"{len(b)} rows: {b.seqs}")
+        check_rows(b, shape)
+        print(f"rank {rank}: samples skip the slot whose write failed; redrawn {rb.stats()['redrawn']}",
+              flush=True)
+    rb.free()
+
+
 if __name__ == "__main__":
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
     name = sys.argv[1]

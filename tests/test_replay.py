@@ -10,6 +10,7 @@ from mpi4py import MPI
 import rdq
 from mpirun import run_scenario
 from test_mpi import TRANSPORTS
+from test_remote import pmpi_shim  # noqa: F401  (a fixture)
 
 SCRIPT = Path(__file__).with_name("replay_scenarios.py")
 
@@ -26,6 +27,13 @@ def test_policies_errors_and_counts(transport_env):
 def test_no_torn_sample_and_no_wait(transport_env):
     out = run_scenario("replay_hammer", 3, env=transport_env, script=SCRIPT, timeout=120)
     assert "intact while" in out
+
+
+@pytest.mark.parametrize("transport", ["rma", "network"])
+def test_failed_put_never_hangs_a_sample(transport, pmpi_shim):  # noqa: F811
+    out = run_scenario("replay_put_error", 2, script=SCRIPT,
+                       env={**TRANSPORTS[transport], "LD_PRELOAD": str(pmpi_shim), "RDQ_FAIL_FLUSH": "10"})
+    assert "skip the slot whose write failed" in out
 
 
 def make(policy="reservoir", capacity=4, seed=3):
