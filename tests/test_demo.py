@@ -40,3 +40,24 @@ def test_demo_learns_from_the_stream(tmp_path, ranks, steps):
     assert r["validation_mse"] < 0.5 * r["no_change_mse"], out
     assert png_path.stat().st_size > 10_000
     assert "validation" in out
+
+
+def test_demo_trains_from_a_reservoir(tmp_path):
+    """--buffer reservoir: the simulation never waits, the reservoir keeps `capacity` of its samples,
+    and the trainer learns from batches drawn from them (some drawn again), then 4 passes at the end."""
+    report_path, png_path = tmp_path / "report.json", tmp_path / "demo.png"
+    out = run_demo(mpiexec_command(2), "--buffer", "reservoir", "--seconds", 2, "--grid", 16, "--capacity", 128,
+                   "--batch-size", 16, "--val-trajectories", 2, "--no-progress",
+                   "--json", report_path, "--png", png_path)
+    r = json.loads(report_path.read_text())
+    assert r["buffer"] == "reservoir" and r["producers"] == 1, out
+    assert r["messages_produced"] == r["messages_inserted"] + r["messages_skipped"], out
+    assert r["messages_skipped"] > 0 and r["resident"] == 128, out     # far more samples than slots
+    assert r["messages_evicted"] == r["messages_inserted"] - 128, out
+    assert r["producer_put_fraction"] < 0.5, out                       # put never waits for the trainer
+    assert r["messages_trained_on"] == r["batches"] * 16, out
+    assert 0 < r["distinct_messages_trained_on"] <= min(r["messages_trained_on"], r["messages_inserted"]), out
+    assert r["training_steps_after_end"] == 4 * 128 // 16 and r["reuse"] > 0, out
+    assert r["validation_mse"] < 0.5 * r["no_change_mse"], out
+    assert png_path.stat().st_size > 10_000
+    assert "reservoir replay buffer" in out and "distinct messages" in out

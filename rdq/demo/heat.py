@@ -7,6 +7,7 @@ the state u_t with the state `horizon` steps later, as one float32 array of shap
 [0, 1]), channel 2 the target u_{t+horizon}.  A surrogate learns channel 2 from 0 and 1.
 """
 from collections import deque
+import itertools
 
 import numpy as np
 
@@ -53,18 +54,21 @@ class HeatSimulation:
         self.horizon = horizon
         self.restart_every = restart_every
         self.sample_shape = (CHANNELS, n, n)
+        self.steps_done = 0   # time steps run so far, over every call of samples()
 
-    def samples(self, steps):
-        """Run `steps` time steps; after each one that has a state `horizon` steps back in
-        the same trajectory, yield a (3, n, n) float32 sample (a new array each time)."""
+    def samples(self, steps=None):
+        """Run `steps` time steps (None: until the caller stops iterating); after each one that
+        has a state `horizon` steps back in the same trajectory, yield a (3, n, n) float32
+        sample (a new array each time)."""
         low, high = DIFFUSIVITY_RANGE
-        for step in range(steps):
+        for step in (range(steps) if steps is not None else itertools.count()):
             if step % self.restart_every == 0:
                 a = self.rng.uniform(low, high)
                 a_channel = np.full((self.n, self.n), (a - low) / (high - low))
                 u = random_field(self.rng, self.n)
                 history = deque([u], maxlen=self.horizon + 1)
             u = u + a * laplacian(u)
+            self.steps_done += 1
             history.append(u)
             if len(history) == self.horizon + 1:
                 yield np.stack([history[0], a_channel, u]).astype(np.float32)

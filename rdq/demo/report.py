@@ -5,24 +5,58 @@ from matplotlib.figure import Figure   # a bare Figure draws with Agg: no GUI ba
 from rdq.demo.heat import diffusivity
 
 
+BUFFER_NAMES = {"fifo": "FIFO queue", "reservoir": "reservoir replay buffer", "window": "window replay buffer"}
+
+
+def run_length(r):
+    """'12000 steps' or '30 s (250000 steps)': how long each simulation ran."""
+    if r["seconds"] is None:
+        return f"{r['steps_per_producer']} steps"
+    return f"{r['seconds']:g} s ({r['steps_per_producer']} steps)"
+
+
 def format_report(r):
     """The report dict (what --json writes) as lines for the terminal."""
+    fifo = r["buffer"] == "fifo"
     lines = [
-        f"simulation: {r['producers']} rank(s) x {r['steps_per_producer']} steps of the {r['grid']}x{r['grid']} "
-        f"heat equation; {r['producer_put_fraction']:.0%} of their time in put() (waiting for free slots "
-        f"{r['full_waits']} times)",
-        f"stream: {r['messages_received']} messages ({r['bytes_received'] / 1e6:.1f} MB) received, "
-        f"{r['messages_sampled_out']} sampled out on the producers (p = {r['sample_p']:g}); "
-        f"{r['batches']} batches, {r['batch_copies']} of them copied",
-        f"throughput: {r['messages_per_second']:.0f} messages/s, {r['megabytes_per_second']:.1f} MB/s "
-        f"over {r['stream_seconds']:.1f} s of streaming ({r['transport']} transport); "
-        f"wall time {r['wall_seconds']:.1f} s",
+        f"simulation: {r['producers']} rank(s) x {run_length(r)} of the {r['grid']}x{r['grid']} heat equation, "
+        f"{r['messages_produced']} samples produced in {r['simulation_seconds']:.1f} s; "
+        f"{r['producer_put_fraction']:.0%} of their time in put() " +
+        (f"(waiting for free slots {r['full_waits']} times)" if fifo else "(a replay buffer's put never waits)"),
     ]
+    if fifo:
+        lines += [
+            f"stream ({BUFFER_NAMES['fifo']}, {r['capacity']} slots per producer): {r['messages_received']} "
+            f"messages ({r['bytes_received'] / 1e6:.1f} MB) received, {r['messages_sampled_out']} sampled out on "
+            f"the producers (p = {r['sample_p']:g}); {r['batches']} batches, {r['batch_copies']} of them copied",
+            f"throughput: {r['messages_per_second']:.0f} messages/s, {r['megabytes_per_second']:.1f} MB/s "
+            f"over {r['stream_seconds']:.1f} s of streaming ({r['transport']} transport); "
+            f"wall time {r['wall_seconds']:.1f} s",
+        ]
+    else:
+        skipped = f"{r['messages_skipped']} skipped by the reservoir, " if r["buffer"] == "reservoir" else ""
+        lines += [
+            f"buffer ({BUFFER_NAMES[r['buffer']]}, {r['capacity']} slots per producer): {r['messages_inserted']} "
+            f"messages ({r['bytes_inserted'] / 1e6:.1f} MB) written into it, {skipped}"
+            f"{r['messages_evicted']} overwritten; {r['resident']} resident at the end",
+            f"throughput into the buffer: {r['messages_per_second']:.0f} messages/s, "
+            f"{r['megabytes_per_second']:.1f} MB/s over {r['simulation_seconds']:.1f} s of simulation "
+            f"({r['transport']} transport); training {r['stream_seconds']:.1f} s; wall time {r['wall_seconds']:.1f} s",
+        ]
     if r["final_train_loss"] is None:
         lines.append("training: no messages arrived; the model stayed untrained")
+    elif fifo:
+        lines.append(f"training: {r['batches']} steps on {r['messages_trained_on']} messages, each once; "
+                     f"final loss {r['final_train_loss']:.3e} (mean of the last {r['final_loss_steps']})")
     else:
-        lines.append(f"training: {r['batches']} steps, final loss {r['final_train_loss']:.3e} "
-                     f"(mean of the last {r['final_loss_steps']})")
+        lines.append(
+            f"training: {r['batches']} steps ({r['training_steps_after_end']} of them after the simulations "
+            f"ended: {r['passes']:g} pass{'' if r['passes'] == 1 else 'es'} over the buffer) on "
+            f"{r['messages_trained_on']} sampled rows, "
+            f"{r['distinct_messages_trained_on']} distinct messages ("
+            f"{r['messages_trained_on'] / max(1, r['distinct_messages_trained_on']):.2f} draws each; those "
+            f"resident at the end drawn {r['reuse']:.2f} times on average); final loss "
+            f"{r['final_train_loss']:.3e} (mean of the last {r['final_loss_steps']})")
     lines.append(
         f"validation on {r['validation_samples']} fresh samples: model MSE {r['validation_mse']:.3e}, "
         f"no-change MSE {r['no_change_mse']:.3e}, ratio {r['mse_ratio']:.3f}")
@@ -50,11 +84,18 @@ def write_png(path, losses, sample, prediction, r):
     ax.axhline(r["no_change_mse"], color="gray", ls="--", label="validation: no-change baseline")
     ax.axhline(r["validation_mse"], color="tab:green", ls="--", label="validation: model")
     ax.set_yscale("log")
-    ax.set_xlabel("training step (one zero-copy batch from the queue)")
+    fifo = r["buffer"] == "fifo"
+    ax.set_xlabel("training step (one zero-copy batch from the queue)" if fifo else
+                  "training step (one batch sampled from the replay buffer)")
     ax.set_ylabel("mean squared error")
-    ax.set_title(f"In-situ training: {r['messages_received']} messages from {r['producers']} simulation "
-                 f"rank(s) in {r['stream_seconds']:.1f} s; validation MSE / no-change MSE = "
-                 f"{r['mse_ratio']:.3f}")
+    trained = (f"{r['messages_trained_on']} trained on, each once" if fifo else
+               f"{r['messages_trained_on']} rows trained on, {r['distinct_messages_trained_on']} distinct "
+               f"(reuse {r['reuse']:.2f})")
+    sampling = f" (p = {r['sample_p']:g})" if fifo else ""
+    ax.set_title(f"In-situ training through a {BUFFER_NAMES[r['buffer']]}{sampling}: "
+                 f"{r['messages_produced']} samples from {r['producers']} simulation rank(s) in "
+                 f"{r['simulation_seconds']:.1f} s, {r['producer_put_fraction']:.0%} of their time in put; "
+                 f"{trained}\nvalidation MSE / no-change MSE = {r['mse_ratio']:.3f}")
     ax.legend(loc="upper right")
 
     horizon = r["horizon"]

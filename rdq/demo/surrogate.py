@@ -36,12 +36,13 @@ class Surrogate(nn.Module):
         return inputs[:, STATE] + self.increment(inputs)
 
 
-def cosine_decay(optimizer, steps, floor=0.05):
-    """Lower the learning rate along a half cosine to `floor` times its start over `steps`
-    steps, then hold it: the stream's length is only an estimate.  The decay calms the
+def cosine_decay(optimizer, progress, floor=0.05):
+    """Lower the learning rate along a half cosine to `floor` times its start as the training
+    goes on, then hold it: `progress(step)` says which fraction of the training is done after
+    `step` steps (an estimate: the stream's length is not known exactly).  The decay calms the
     noisy last steps, so the model the stream leaves behind is reliably good."""
     def factor(step):
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1.0)))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(max(progress(step), 0.0), 1.0)))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
