@@ -166,12 +166,15 @@ cdef class Queue(_Window):
 
 
 # sample()'s rows being filled (replay.pxi): row j copies resident message where[j] (an index
-# into the rings' resident slots, ring i's starting at starts[i]); pending: rows still to copy.
+# into the rings' resident slots, ring i's from starts[i]); pending: rows still to copy; table:
+# an open-addressing set of the indices drawn (mask + 1 entries).
 ctypedef struct ReplayRows:
     int64_t *where
-    int64_t *starts
     int64_t *pending
-    int32_t *ranks            # producers[i]
+    int64_t *table
+    int64_t mask
+    int64_t *starts
+    int64_t *ranks            # producers[i]
     int32_t *sources          # the batch's .sources and .seqs
     int64_t *seqs
 
@@ -183,15 +186,19 @@ cdef class ReplayBuffer(_Window):
     cdef bint window_policy
     cdef uint64_t rng_state   # producer: the policy's random choices (splitmix64)
     cdef int64_t inserted     # producer: messages written into a slot (the rest were skipped)
-    cdef object draw_rng      # owner: numpy Generator of sample()
+    cdef uint64_t draw_state  # owner: sample()'s random draws (splitmix64)
     cdef int64_t *filled      # owner: slots of each ring written at least once (they fill in order)
+    cdef int64_t *starts      # owner: where each ring's resident slots start among all (sample())
+    cdef int64_t *ranks       # owner: producers[i]
     cdef int64_t *seen_stamp  # owner: per slot, the message last drawn from it, and how often
     cdef int64_t *draws
     cdef int64_t drawn, distinct, redrawn
     cdef int64_t _resident(self) except -1 nogil
     cdef bint _ended(self) noexcept nogil
     cdef int64_t _wait_resident(self, int64_t k, double timeout, bint *ended) except -1 nogil
-    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident, double timeout) except -1
+    cdef int _fill_rows(self, Batch batch, int64_t count, int64_t resident, double timeout) except -1
+    cdef int64_t _draw_and_copy(self, Batch batch, ReplayRows *rows, int64_t count, int64_t resident,
+                                double timeout) except? -3 nogil
     cdef int64_t _read_rows(self, Batch batch, ReplayRows *rows, int64_t npending) except -1 nogil
     cdef _drop_rows(self, Batch batch, list rows)
     cdef dict _buffer_stats(self)

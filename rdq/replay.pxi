@@ -37,6 +37,34 @@ cdef inline int64_t uniform_below(uint64_t *state, int64_t n) noexcept nogil:
             return <int64_t>(x % <uint64_t>n)
 
 
+cdef inline bint set_add(int64_t *table, int64_t mask, int64_t x) noexcept nogil:
+    """Add x >= 0 to an open-addressing set of mask + 1 entries (-1: empty); False when it was in."""
+    cdef int64_t i = <int64_t>((<uint64_t>x * 0x9E3779B97F4A7C15ULL) >> 32) & mask
+    while table[i] != -1:
+        if table[i] == x:
+            return False
+        i = (i + 1) & mask
+    table[i] = x
+    return True
+
+
+cdef void draw_distinct(uint64_t *rng, int64_t n, int64_t k, int64_t *out, int64_t *table,
+                        int64_t mask) noexcept nogil:
+    """k distinct integers of [0, n), every k-subset equally likely (Floyd's algorithm), in random
+    order (a Fisher-Yates shuffle); they are added to the set in table."""
+    cdef int64_t j, t, at = 0
+    for j in range(n - k, n):
+        t = uniform_below(rng, j + 1)
+        if not set_add(table, mask, t):
+            t = j
+            set_add(table, mask, j)
+        out[at] = t
+        at += 1
+    for j in range(k - 1, 0, -1):
+        t = uniform_below(rng, j + 1)
+        out[j], out[t] = out[t], out[j]
+
+
 cdef inline int64_t replay_choose(bint window, int64_t n, int64_t capacity, uint64_t *rng) noexcept nogil:
     """The slot a producer's message n goes to, or -1 when the reservoir skips it.
     Reservoir (Algorithm R): after N messages, each of them is resident with
@@ -186,8 +214,9 @@ cdef class ReplayBuffer(_Window):
                     (("policy", policy), ("seed", seed)))
         # every rank its own stream: the same seed gives each producer different choices
         entropy = [seed, self.rank] if seed is not None else None
-        self.rng_state = <uint64_t>np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]
-        self.draw_rng = np.random.default_rng(np.random.SeedSequence(entropy).spawn(1)[0])
+        seeds = np.random.SeedSequence(entropy)
+        self.rng_state = <uint64_t>seeds.generate_state(1, np.uint64)[0]
+        self.draw_state = <uint64_t>seeds.spawn(1)[0].generate_state(1, np.uint64)[0]
 
     cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes):
         return replay_layout(nrings, capacity, slot_bytes)
@@ -196,15 +225,19 @@ cdef class ReplayBuffer(_Window):
         memset(self.ring.base, 0, <size_t>self.ring.payload_base)   # never written, nobody closed
 
     cdef _init_ring(self, tuple layout):
-        cdef int64_t slots = len(self.producers) * self.capacity
+        cdef int64_t p = len(self.producers), slots = p * self.capacity, words = 3 * p + 1 + 2 * slots, i
         _Window._init_ring(self, layout)
         if self.rank == self.owner:
-            self.filled = <int64_t *>PyMem_Malloc((len(self.producers) + 2 * slots) * sizeof(int64_t))
+            self.filled = <int64_t *>PyMem_Malloc(words * sizeof(int64_t))
             if self.filled == NULL:
                 raise MemoryError()
-            memset(self.filled, 0, (len(self.producers) + 2 * slots) * sizeof(int64_t))
-            self.seen_stamp = self.filled + len(self.producers)
+            memset(self.filled, 0, words * sizeof(int64_t))
+            self.starts = self.filled + p
+            self.ranks = self.starts + p + 1
+            self.seen_stamp = self.ranks + p
             self.draws = self.seen_stamp + slots
+            for i in range(p):
+                self.ranks[i] = self.producers[i]
 
     def __dealloc__(self):
         PyMem_Free(self.filled)
@@ -270,7 +303,8 @@ cdef class ReplayBuffer(_Window):
         cdef double c_timeout = _as_timeout(block, timeout, "sample")
         cdef int64_t total = self.ring.nrings * self.capacity, resident = 0, want
         cdef bint ended = False
-        k = _as_index(k, "sample(k)", self._where())
+        if type(k) is not int:
+            k = _as_index(k, "sample(k)", self._where())
         if k < 1 or k > total:
             raise ValueError(f"{self._where()}: sample(k) needs 1 <= k <= {total} (producers x capacity), got {k!r}")
         want = k
@@ -289,11 +323,11 @@ cdef class ReplayBuffer(_Window):
                              f"without putting anything")
             count = min(k, resident)
             batch = self._new_batch(count, self.slot_bytes, np.empty(count, np.int32), np.empty(count, np.int64))
-            batch.rows = np.empty(batch.nbytes, np.uint8)
-            batch.data = <char *><size_t>batch.rows.ctypes.data
+            batch.rows = PyByteArray_FromStringAndSize(NULL, batch.nbytes)   # cheaper than numpy's
+            batch.data = PyByteArray_AS_STRING(batch.rows)
             batch.c_strides[0] = self.slot_bytes
             batch.own_copy = True
-            self._fill_rows(batch, self.draw_rng.choice(resident, count, replace=False), resident, c_timeout)
+            self._fill_rows(batch, count, resident, c_timeout)
         finally:
             self._leave()
         self.n_gets += count
@@ -342,56 +376,80 @@ cdef class ReplayBuffer(_Window):
             self.draws[at] += 1
         return nfailed
 
-    cdef int _fill_rows(self, Batch batch, object picks, int64_t resident, double timeout) except -1:
-        """Copy the picked messages into the batch's rows.  A row caught half-written is drawn
-        again: another message not yet in the batch, or the same one once all are.  A slot still
-        not whole after its producer closed never will be (an MPI error struck its write): its
-        row is dropped when no other message is left, and the batch is shorter."""
-        cdef int64_t[::1] where = np.asarray(picks, np.int64)
-        cdef int64_t[::1] starts = np.cumsum([0] + [self.filled[i] for i in range(self.ring.nrings)], dtype=np.int64)
-        cdef int64_t[::1] pending = np.arange(len(picks), dtype=np.int64)
-        cdef int32_t[::1] ranks = np.asarray(self.producers, np.int32)
+    cdef int _fill_rows(self, Batch batch, int64_t count, int64_t resident, double timeout) except -1:
+        """Copy count distinct resident messages, drawn uniformly, into the batch's rows."""
+        cdef int64_t tsize = 8, dropped, i
         cdef int32_t[::1] sources = batch.sources
         cdef int64_t[::1] seqs = batch.seqs
-        cdef ReplayRows rows = ReplayRows(&where[0], &starts[0], &pending[0], &ranks[0], &sources[0], &seqs[0])
-        cdef int64_t npending = len(picks), nfailed, i, round = 0
+        cdef ReplayRows rows
+        while tsize < 4 * count:
+            tsize *= 2
+        rows.where = <int64_t *>PyMem_Malloc((2 * count + tsize) * sizeof(int64_t))
+        if rows.where == NULL:
+            raise MemoryError()
+        rows.pending = rows.where + count
+        rows.table = rows.pending + count
+        rows.mask = tsize - 1
+        rows.starts, rows.ranks, rows.sources, rows.seqs = self.starts, self.ranks, &sources[0], &seqs[0]
+        try:
+            with nogil:
+                dropped = self._draw_and_copy(batch, &rows, count, resident, timeout)
+            if dropped < 0:
+                raise Empty(f"{self._where()}: a row stayed half-written for {max(timeout, ROW_RETRY_S)} s "
+                            f"(did its producer fail in the middle of a put?)")
+            if dropped:
+                self._drop_rows(batch, [i for i in range(count) if rows.where[i] < 0])
+        finally:
+            PyMem_Free(rows.where)
+        self.drawn += batch.c_shape[0]
+        return 0
+
+    cdef int64_t _draw_and_copy(self, Batch batch, ReplayRows *rows, int64_t count, int64_t resident,
+                                double timeout) except? -3 nogil:
+        """Draw, copy, and draw again for a row caught half-written: another message not yet in
+        the batch, or the same one once all are.  A slot still not whole after its producer
+        closed never will be (an MPI error struck its write): its row is dropped (where < 0) when
+        no other message is left.  Returns the rows dropped, or -1 when the timeout passed."""
+        cdef int64_t i, row, t, nfailed, npending = count, chosen = count, dropped = 0, round = 0
         cdef double deadline = 0
         cdef bint ended
-        chosen, dropped = set(picks.tolist()), []
+        memset(rows.table, 0xFF, (rows.mask + 1) * sizeof(int64_t))   # every entry -1: empty
+        rows.starts[0] = 0
+        for i in range(self.ring.nrings):
+            rows.starts[i + 1] = rows.starts[i] + self.filled[i]
+        draw_distinct(&self.draw_state, resident, count, rows.where, rows.table, rows.mask)
+        for i in range(count):
+            rows.pending[i] = i
         while npending:
-            nfailed = self._read_rows(batch, &rows, npending)
+            nfailed = self._read_rows(batch, rows, npending)
             self.redrawn += nfailed
             ended = nfailed and self._ended()
             if nfailed and not ended:
                 if timeout >= 0 and past_deadline(max(timeout, ROW_RETRY_S), &deadline):
-                    raise Empty(f"{self._where()}: a row stayed half-written for {max(timeout, ROW_RETRY_S)} s "
-                                f"(did its producer fail in the middle of a put?)")
-                with nogil:
-                    ring_wait(&self.ring, round)   # a write is usually whole again in microseconds
+                    return -1
+                ring_wait(&self.ring, round)   # a write is usually whole again in microseconds
                 round += 1
             npending = 0
             for i in range(nfailed):
-                if len(chosen) < resident:
-                    while where[pending[i]] in chosen:
-                        where[pending[i]] = self.draw_rng.integers(resident)
-                    chosen.add(where[pending[i]])
+                row = rows.pending[i]
+                if chosen < resident and chosen <= rows.mask // 2:
+                    t = uniform_below(&self.draw_state, resident)
+                    while not set_add(rows.table, rows.mask, t):
+                        t = uniform_below(&self.draw_state, resident)
+                    rows.where[row] = t
+                    chosen += 1
                 elif ended:
-                    dropped.append(pending[i])
+                    rows.where[row] = -1
+                    dropped += 1
                     continue
-                pending[npending] = pending[i]
+                rows.pending[npending] = row
                 npending += 1
-        if dropped:
-            self._drop_rows(batch, dropped)
-            if batch.c_shape[0] == 0:
-                raise Closed(f"{self._where()}: end of stream: no resident message is readable (the writes "
-                             f"into their slots failed with an MPI error)")
-        self.drawn += batch.c_shape[0]
-        return 0
+        return dropped
 
     cdef _drop_rows(self, Batch batch, list rows):
         keep = np.ones(batch.c_shape[0], bool)
         keep[rows] = False
-        batch.rows = batch.rows.reshape(batch.c_shape[0], -1)[keep].reshape(-1)
+        batch.rows = np.frombuffer(batch.rows, np.uint8).reshape(batch.c_shape[0], -1)[keep].reshape(-1)
         batch.sources, batch.seqs = batch.sources[keep], batch.seqs[keep]
         batch.data = <char *><size_t>batch.rows.ctypes.data
         batch.c_shape[0] = keep.sum()
