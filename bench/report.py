@@ -298,9 +298,14 @@ BEGIN, END = "<!-- bench/run.py writes from here -->", "<!-- bench/run.py writes
 def markdown(results, plot_path):
     t = Tables(results)
     target_lines, _ = t.targets()
+    replay = []
+    if results.get("replay"):   # bench/replay.py's measurements, when run.py ran them (--replay)
+        from replay import tables as replay_tables
+        replay = [*replay_tables(results["replay"]), ""]
     return "\n".join([f"## rdq benchmark ({results['profile']})", "", f"    {results['command']}", "",
                       *machine_lines(results), "", *target_lines, "", *t.rate(), "", f"![rate]({plot_path})", "",
-                      *t.fanin(), "", *t.latency(), "", *t.stall(), "", *t.memory(), "", *t.problems(), ""])
+                      *t.fanin(), "", *t.latency(), "", *t.stall(), "", *t.memory(), "", *replay,
+                      *t.problems(), ""])
 
 
 def write_report(results, out, update=None):

@@ -280,6 +280,10 @@ def main(argv=None):
                         help="also write the tables into this file between its marker lines (make bench: bench/RESULTS.md)")
     parser.add_argument("--redraw", action="store_true",
                         help="measure nothing: write the tables and plots again from OUT/results.json")
+    parser.add_argument("--replay", action=argparse.BooleanOptionalAction,
+                        help="also measure rdq.ReplayBuffer (bench/replay.py, the profile's sizes): inserts against "
+                             "Queue.put, sample(32) against the one-copy limit, on shm and each network path "
+                             "(default: with --full when --only is not given)")
     args = parser.parse_args(argv)
     if args.redraw:
         write_report(json.loads((args.out / "results.json").read_text()), args.out, args.update)
@@ -316,12 +320,19 @@ def main(argv=None):
             tqdm.write(f"{s.label}: {s.problems[-1]}")
     for s in series:
         s.results = merge_rounds(s.results)
+    replay = None
+    if args.replay or (args.replay is None and (args.profile or "full") == "full" and not args.only):
+        import replay as replay_bench   # bench/replay.py: one mpiexec job per path, its own hard timeout
+        replay = replay_bench.measure(replay_bench.PROFILES[args.profile or "full"], primary, second, work,
+                                      say=tqdm.write)
     results = {"profile": args.profile or "full", "config": cfg, "machine": machine(primary, second),
                "command": " ".join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])]),
                "series": [{"label": s.label, "system": s.system, "env": s.env, "second_mpi": s.second_mpi,
                            "measures": list(s.measures), "unsupported": s.unsupported, "problems": s.problems,
                            "results": s.results}
                           for s in series]}
+    if replay:
+        results["replay"] = replay
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, args.out, args.update)
     print((args.out / "results.md").read_text())

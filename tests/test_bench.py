@@ -73,3 +73,24 @@ def test_rate_rounds_merge_into_their_median():
     assert by_producers[1]["msg_per_s"] == 2.0 and by_producers[1]["GB_per_s"] == 2.0 * 64 / 1e9
     assert by_producers[2]["msg_per_s"] == 5.0
     assert other in merged
+
+
+def test_replay_bench_quick(tmp_path):
+    """bench/replay.py --quick on the shared-memory path (about a second): inserts against Queue.put
+    and sample() against the one-copy limit run, and their tables are written."""
+    output, failure = launch([sys.executable, str(ROOT / "bench" / "replay.py"), "--quick", "--paths", "shm",
+                              "--out", str(tmp_path)], 120)
+    assert failure is None, f"bench/replay.py --quick: {failure}\n{output[-6000:]}"
+    results = json.loads((tmp_path / "replay.json").read_text())
+    (path,) = results["paths"]
+    assert path["name"] == "shm" and not path["problems"], path["problems"]
+    inserts = {r["size"]: r for r in path["records"] if r["measure"] == "insert"}
+    assert sorted(inserts) == sorted(results["config"]["sizes"])
+    for r in inserts.values():   # the window policy writes every put
+        assert r["transport"] == "shm" and r["fifo_msg_per_s"] > 0 and r["replay_msg_per_s"] > 0
+        assert r["replay_skipped"] == 0 and r["replay_inserted"] > r["capacity"]
+    samples = [r for r in path["records"] if r["measure"] == "sample"]
+    assert [r["row"] for r in samples] == results["config"]["rows"]
+    assert all(r["sample_s"] > 0 and r["limit_s"] > 0 and r["ratio"] > 0 for r in samples)
+    md = (tmp_path / "replay.md").read_text()
+    assert "inserts against the FIFO queue's put" in md and "sample(k) against the one-copy limit" in md
