@@ -183,7 +183,7 @@ def scenario_replay_hammer(argv):
     slots being written: no sample is ever torn, and a sample held meanwhile never changes.
     Then the owner computes without any MPI call while producers put: they never wait for it."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=1.0)
     args = parser.parse_args(argv)
     for shape in ((8,), (16, 1024)):   # 64 B (checked by hash on rma) and 128 KiB (busy stamp, 3 flushes)
         rb = rdq.ReplayBuffer(comm, owner=OWNER, capacity=2, shape=shape, dtype=np.int64, policy="window",
