@@ -5,15 +5,12 @@ Rows carry (source, seq) and a body derived from them, so a torn or misattribute
 """
 import argparse
 import math
-import signal
-import faulthandler
-import sys
 import time
 
 import numpy as np
 
 import rdq
-from scenarios import check, comm, expect_error, rank, say, size
+from scenarios import check, comm, expect_error, main, rank, say, size
 
 OWNER = size - 1
 PRODUCERS = size - 1
@@ -265,8 +262,4 @@ def scenario_replay_put_error(argv):
 
 
 if __name__ == "__main__":
-    faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
-    name = sys.argv[1]
-    say(f"starting {name} {' '.join(sys.argv[2:])}")
-    globals()[f"scenario_{name}"](sys.argv[2:])
-    say("done")
+    main(globals())

@@ -933,9 +933,14 @@ def scenario_mpi_calls(argv):
     q.free()
 
 
-if __name__ == "__main__":
+def main(scenarios):
+    """Run scenarios[f"scenario_{argv[1]}"] (a module's globals()) with the rest of the command line."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)   # the launcher asks for stacks on timeout
     name = sys.argv[1]
     say(f"starting {name} {' '.join(sys.argv[2:])}")
-    globals()[f"scenario_{name}"](sys.argv[2:])
+    scenarios[f"scenario_{name}"](sys.argv[2:])
     say("done")
+
+
+if __name__ == "__main__":
+    main(globals())
