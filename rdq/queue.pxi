@@ -220,6 +220,8 @@ cdef class _Window:
         self.format = memoryview(np.empty(1, self.dtype)).format.encode()
         self.format_ok[self.format.decode()] = True
 
+    # What each kind defines (Queue: ring.pxi; ReplayBuffer: replay.pxi): the window's layout and
+    # first contents, a put's steps, close's record.  _Window itself is never made (__init__).
     cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes):
         raise NotImplementedError
 
