@@ -90,7 +90,7 @@ extra_compile_args = ["-O2", "-std=gnu11"]
 if os.environ.get("RDQ_SANITIZE"):  # e.g. RDQ_SANITIZE=address: a debugging build of the core
     extra_compile_args += [f"-fsanitize={os.environ['RDQ_SANITIZE']}", "-fno-omit-frame-pointer", "-g"]
 
-ext = Extension("rdq._core", ["rdq/_core.pyx"], extra_compile_args=extra_compile_args,
+ext = Extension("rdq._core", ["rdq/_core.pyx"], depends=["rdq/rdq_sys.h"], extra_compile_args=extra_compile_args,
                 extra_link_args=[a for a in extra_compile_args if a.startswith("-fsanitize")])
 
 setup(ext_modules=[ext], cmdclass={"build_ext": build_mpi_ext})
