@@ -14,6 +14,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "model"))
 import replay_model as model   # noqa: E402
 
+pytestmark = pytest.mark.mpi_free
+
 # the check that catches each seeded bug in its configuration (the start of the verdict)
 CAUGHT_BY = {
     "shm_no_busy": "TORN SAMPLE",
