@@ -5,6 +5,7 @@ produces.  MPI launches and times every system; it carries the data only for rdq
 baselines.  Each class is written the way a user of that system would write it, with its
 defaults, except where a comment says otherwise.
 """
+import hashlib
 import os
 import shutil
 import subprocess
@@ -68,9 +69,10 @@ class Stream:
 
 
 class RdqStream(Stream):
-    """rdq.Queue owned by the consumer; Python put/get, batch get, or the Cython nogil put."""
+    """rdq.Queue owned by the consumer; Python put/get, batch get, or the Cython nogil put;
+    more: each put of a producer's loop says more follow (put(more=True)), then one flush()."""
 
-    def __init__(self, comm, size, depth, batch=False, cython=False):
+    def __init__(self, comm, size, depth, batch=False, cython=False, more=False):
         super().__init__(comm, size, depth)
         import rdq
         self.q = rdq.Queue(comm, owner=self.consumer, capacity=depth, shape=(size,), dtype="uint8",
@@ -80,10 +82,16 @@ class RdqStream(Stream):
         # a batch of a quarter ring at most, so the producer fills one part while the consumer holds another
         self.batch = min(BATCH, max(1, depth // 4)) if batch else 0
         self.put_nogil = build_downstream(comm).put_many if cython else None
+        self.more = more
 
     def put_many(self, buf, n):
         if self.put_nogil is not None:
-            self.put_nogil(self.q, buf, n)
+            self.put_nogil(self.q, buf, n, self.more)
+        elif self.more:
+            put = self.q.put
+            for _ in range(n):
+                put(buf, more=True)
+            self.q.flush()
         else:
             super().put_many(buf, n)
 
@@ -107,18 +115,28 @@ class RdqStream(Stream):
 
 
 def build_downstream(comm):
-    """The `cimport rdq` test extension (tests/downstream), built once per job by rank 0 into a
-    temporary folder and imported on every rank: its put_many is a nogil loop of put_nogil."""
-    where = Path(tempfile.gettempdir()) / f"rdq-bench-downstream-{os.getppid()}"
-    if comm.rank == 0:
-        shutil.copytree(ROOT / "tests" / "downstream", where, dirs_exist_ok=True)
+    """The `cimport rdq` test extension (tests/downstream), imported on every rank: its put_many
+    is a nogil loop of put_nogil.  Rank 0 builds it once per rdq build and Python (a folder named
+    by a hash of those and of its sources; about 15 s on 2 cores, so not once per job)."""
+    import rdq._core
+    sources = sorted((ROOT / "tests" / "downstream").iterdir()) + sorted((ROOT / "rdq").glob("*.pxd"))
+    key = hashlib.sha1(repr((sys.executable, rdq._core.__file__, os.stat(rdq._core.__file__).st_mtime_ns,
+                             [(p.name, p.read_bytes()) for p in sources if p.is_file()])).encode()).hexdigest()
+    where = Path(tempfile.gettempdir()) / f"rdq-bench-downstream-{key[:16]}"
+    if comm.rank == 0 and not where.exists():
+        build = Path(tempfile.mkdtemp(prefix="rdq-bench-downstream-"))
+        shutil.copytree(ROOT / "tests" / "downstream", build, dirs_exist_ok=True)
         mpicc = Path(sys.executable).with_name("mpicc")
         # The build imports rdq (and so MPI) in a child: keep it out of this job's process manager.
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PMI", "HYDRA", "HYDI", "OMPI_", "PMIX"))}
         env["CC"] = str(mpicc) if mpicc.exists() else "mpicc"
-        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=where, env=env,
+        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build, env=env,
                        check=True, capture_output=True)
+        try:
+            build.rename(where)      # whole or not at all: a job killed mid-build leaves no half
+        except OSError:              # another run built it meanwhile
+            shutil.rmtree(build, ignore_errors=True)
     comm.Barrier()
     sys.path.insert(0, str(where))
     import rdq_downstream
@@ -364,7 +382,8 @@ SYSTEMS = {
     "rdq": RdqStream,
     "rdq-batch": lambda comm, size, depth: RdqStream(comm, size, depth, batch=True),
     "rdq-cython": lambda comm, size, depth: RdqStream(comm, size, depth, cython=True),
-    "rdq-cython-batch": lambda comm, size, depth: RdqStream(comm, size, depth, batch=True, cython=True),
+    "rdq-cython-batch": lambda comm, size, depth: RdqStream(comm, size, depth, batch=True, cython=True, more=True),
+    "rdq-more": lambda comm, size, depth: RdqStream(comm, size, depth, more=True),
     "copy": CopyLimit,
     "sendrecv": SendRecvStream,
     "rma-by-hand": RmaByHandStream,
