@@ -268,12 +268,14 @@ class Tables:
                 checks.append((f"{what}: {name} >= {goal:g}x {sendrecv['label']}",
                                f"{got:.3g}x" if got else "not measured", None if got is None else got >= goal))
 
+            fanin = dict(producers=max(self.cfg["fanin"]))
             versus("rdq", "rate", 0.5, "64 B", size=64)
+            versus("rdq-more", "rate", 0.5, "64 B", size=64)
             versus("rdq-cython-batch", "rate", 1.0, "64 B (goal)", size=64)
             for size in (MiB, 8 * MiB):
                 versus("rdq", "rate", 0.9, size_label(size), size=size)
-            versus("rdq", "fanin", 2.0, f"8 producers, {size_label(self.cfg['fanin_size'])}",
-                   producers=max(self.cfg["fanin"]))
+            for system in ("rdq", "rdq-more"):
+                versus(system, "fanin", 2.0, f"8 producers, {size_label(self.cfg['fanin_size'])}", **fanin)
             for mode in ("sleep", "numpy"):
                 r = one(rdq, "stall", mode=mode)
                 checks.append((f"{rdq['label']}, consumer {'sleeping' if mode == 'sleep' else 'computing'}: "

@@ -61,6 +61,9 @@ ctypedef struct Ring:
     int64_t *slots
     int64_t *fetched          # free-list records read by the last refresh
     bint unsure               # an MPI error struck a put after its meta record went out
+    char *stage               # rma put(more=True): staged messages, then their meta records
+    int64_t stage_max         # how many messages the stage holds
+    int64_t staged            # tickets next_seq - staged .. next_seq - 1 are staged, not yet put
     # owner-local
     RingOwner *rings          # nrings of them
     int64_t next_ring         # where the round robin starts
@@ -120,16 +123,20 @@ cdef class _Window:
     # C-level API for Cython simulations: callable without the GIL (see README, "Cython API").
     # Returns 1 when sent, 0 when no slot freed up within timeout (< 0: wait forever, 0: do not wait);
     # a ReplayBuffer never waits and returns 2 when its reservoir skipped the message.
-    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout) except -1 nogil
+    # more: more puts follow at once, so on the network path this message may stay staged on
+    # this rank until a put without more, flush_nogil() or close_nogil() (see Queue.put).
+    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout, bint more=*) except -1 nogil
     cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
-                       const Py_ssize_t *shape, double timeout) except -1 nogil
+                       const Py_ssize_t *shape, double timeout, bint more=*) except -1 nogil
+    cdef int flush_nogil(self) except -1 nogil
     cdef int close_nogil(self) except -1 nogil
 
     cdef _setup(self, comm, owner, capacity, shape, dtype, slot_bytes, producers, sample, name, transport,
                 tuple extra)
     cdef tuple _layout(self, int64_t nrings, int64_t capacity, int64_t slot_bytes)
     cdef void _init_memory(self) noexcept nogil
-    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited, bint more) except -1 nogil
+    cdef int _complete(self) except -1 nogil
     cdef int _close_ring(self) except -1 nogil
     cdef _init_layout(self)
     cdef _set_message_kind(self, str where, shape, dtype, slot_bytes)
@@ -146,12 +153,13 @@ cdef class _Window:
     cdef void _leave(self) noexcept nogil
     cdef Batch _new_batch(self, int64_t count, int64_t nb, sources, seqs)
     cdef int _check_put(self, str call) except -1
+    cdef int _check_sure(self, str call) except -1
     cdef double _own_put_timeout(self, double timeout) noexcept nogil
     cdef int _refuse_own_full_put(self, str call) except -1
     cdef bint _sampled(self, x) except -1
     cdef bint _format_matches(self, const char *fmt, object x) except -1
     cdef int _check_view(self, Py_buffer *view, object x) except -1
-    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1
+    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout, bint more) except -1
     cdef void _count_put(self, int sent, bint waited, int64_t nbytes) noexcept nogil
     cdef int _check_owner(self, str call) except -1
 
@@ -273,22 +281,22 @@ cdef inline char rdq_kind(rdq_number *p) noexcept nogil:
     return kind
 
 
-cdef inline int put_1d(_Window q, const rdq_number[::1] a, double timeout) except -1 nogil:
+cdef inline int put_1d(_Window q, const rdq_number[::1] a, double timeout, bint more=False) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0] if a.shape[0] else NULL, rdq_kind(<rdq_number *>NULL), sizeof(rdq_number),
-                       1, a.shape, timeout)
+                       1, a.shape, timeout, more)
 
 
-cdef inline int put_2d(_Window q, const rdq_number[:, ::1] a, double timeout) except -1 nogil:
+cdef inline int put_2d(_Window q, const rdq_number[:, ::1] a, double timeout, bint more=False) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0, 0] if a.shape[0] and a.shape[1] else NULL, rdq_kind(<rdq_number *>NULL),
-                       sizeof(rdq_number), 2, a.shape, timeout)
+                       sizeof(rdq_number), 2, a.shape, timeout, more)
 
 
-cdef inline int put_3d(_Window q, const rdq_number[:, :, ::1] a, double timeout) except -1 nogil:
+cdef inline int put_3d(_Window q, const rdq_number[:, :, ::1] a, double timeout, bint more=False) except -1 nogil:
     rdq_check_queue(q)
     return q.put_typed(&a[0, 0, 0] if a.shape[0] and a.shape[1] and a.shape[2] else NULL,
-                       rdq_kind(<rdq_number *>NULL), sizeof(rdq_number), 3, a.shape, timeout)
+                       rdq_kind(<rdq_number *>NULL), sizeof(rdq_number), 3, a.shape, timeout, more)
 
 
 cdef inline int rdq_check_queue(_Window q) except -1 nogil:

@@ -228,7 +228,10 @@ cdef class _Window:
     cdef void _init_memory(self) noexcept nogil:
         pass
 
-    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited, bint more) except -1 nogil:
+        return 0
+
+    cdef int _complete(self) except -1 nogil:
         return 0
 
     cdef int _close_ring(self) except -1 nogil:
@@ -356,6 +359,7 @@ cdef class _Window:
             self._unmap()
         PyMem_Free(self.c_shape)
         PyMem_Free(self.ring.slots)
+        free(self.ring.stage)
         PyMem_Free(self.ring.rings)
 
     cdef int _check_owner(self, str call) except -1:
@@ -404,33 +408,34 @@ cdef class _Window:
             self.n_puts += 1
             self.bytes_put += nbytes
 
-    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout) except -1:
+    cdef int _put_bytes(self, const char *data, int64_t nbytes, double timeout, bint more) except -1:
         cdef bint waited = False
         cdef int sent = 0
         self._enter("put()", False)
         try:
             self._check_put("put()")   # again, now that no close() of another thread can overlap
+            self._check_sure("put()")
             if self.ring.shm and nbytes <= SMALL_PUT:
                 # No MPI call and no wait on this try: for a small message it is
                 # cheaper than the GIL hand-over around it.
-                sent = self._send(data, nbytes, 0, &waited)
+                sent = self._send(data, nbytes, 0, &waited, more)
                 if not sent and timeout != 0:
                     with nogil:
-                        sent = self._send(data, nbytes, timeout, &waited)
+                        sent = self._send(data, nbytes, timeout, &waited, more)
             else:
                 with nogil:
-                    sent = self._send(data, nbytes, timeout, &waited)
+                    sent = self._send(data, nbytes, timeout, &waited, more)
         finally:
             self._leave()
         self._count_put(sent, waited, nbytes)
         return sent
 
-    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout) except -1 nogil:
-        """Copy nbytes at data into the next slot, without the GIL. The queue's
-        sampling policy, a Python callable, is not applied here."""
+    cdef int put_nogil(self, const void *data, Py_ssize_t nbytes, double timeout, bint more=False) except -1 nogil:
+        """Copy nbytes at data into the next slot, without the GIL (more: as put()'s). The
+        queue's sampling policy, a Python callable, is not applied here."""
         cdef bint waited = False
         cdef int sent
-        if self.freed or self.closed or not self.is_producer or _mpi_finalized or self.ring.unsure:
+        if self.freed or self.closed or not self.is_producer or _mpi_finalized:
             with gil:
                 self._check_put("put_nogil()")
         if data == NULL or nbytes < 0:
@@ -445,11 +450,12 @@ cdef class _Window:
                 raise ValueError(f"{self._where()}: put_nogil() timeout is NaN")
         self._enter("put_nogil()", False)
         try:
-            if self.closed:
+            if self.closed or self.ring.unsure:
                 with gil:
                     self._check_put("put_nogil()")
+                    self._check_sure("put_nogil()")
             sent = self._send(<const char *>data, nbytes,
-                              self._own_put_timeout(-1.0 if timeout < 0 else timeout), &waited)
+                              self._own_put_timeout(-1.0 if timeout < 0 else timeout), &waited, more)
         finally:
             self._leave()
         self._count_put(sent, waited, nbytes)
@@ -459,7 +465,7 @@ cdef class _Window:
         return sent
 
     cdef int put_typed(self, const void *data, char kind, Py_ssize_t itemsize, int ndim,
-                       const Py_ssize_t *shape, double timeout) except -1 nogil:
+                       const Py_ssize_t *shape, double timeout, bint more=False) except -1 nogil:
         """put_nogil of an array: its element kind, size and shape must match a typed queue."""
         cdef Py_ssize_t nbytes = itemsize
         cdef int i
@@ -474,7 +480,7 @@ cdef class _Window:
                 with gil:
                     raise ValueError(f"{self._where()}: expected shape {self.shape}, got "
                                      f"{tuple(shape[i] for i in range(ndim))}")
-        return self.put_nogil(data, nbytes, timeout)
+        return self.put_nogil(data, nbytes, timeout, more)
 
     cdef bint _sampled(self, x) except -1:
         if self.put_sample(x):
@@ -489,6 +495,11 @@ cdef class _Window:
                            f"producers {self.producers}")
         if self.closed:
             raise Closed(f"rank {self.rank}: {call} on {self._noun} {self.name!r} after close()")
+        return 0
+
+    cdef int _check_sure(self, str call) except -1:
+        # Only under the queue's busy flag: a close() of another thread (which puts the staged
+        # run) or a put in progress sets unsure for the length of its flush.
         if self.ring.unsure:
             raise RDQError(f"rank {self.rank}: {call} on {self._noun} {self.name!r}: an MPI error struck an earlier put "
                            f"after its message was written, so it may or may not have arrived; this rank "
@@ -504,7 +515,7 @@ cdef class _Window:
             ok = self.format_ok[key] = np.asarray(x).dtype == self.dtype
         return ok
 
-    def put(self, x, block=True, timeout=None):
+    def put(self, x, block=True, timeout=None, *, more=False):
         """Copy x into the owner's window; returns True once sent, False when
         the queue's sampling policy left it out.
 
@@ -512,6 +523,12 @@ cdef class _Window:
         queue's shape and dtype, or, for a raw-bytes queue, any contiguous
         buffer of at most slot_bytes.  Waits while the ring is full (forever by
         default); raises rdq.Full when block=False or the timeout passes first.
+
+        more=True says more puts follow at once: on the rma transport a queue's
+        message (up to 16 KiB) may then stay staged on this rank, and a run of
+        them is sent with one round trip by the next put without more, a put
+        that finds the stage (64 messages, 64 KiB) full or the ring out of
+        slots, flush() or close().  x may be reused as soon as put returns.
         """
         cdef Py_buffer view
         cdef double c_timeout = _as_timeout(block, timeout, "put")
@@ -528,7 +545,7 @@ cdef class _Window:
                 self._check_view(&view, x)
                 if self.put_sample is not None and not self._sampled(x):
                     return False
-                sent = self._put_bytes(<const char *>view.buf, view.len, self._own_put_timeout(c_timeout))
+                sent = self._put_bytes(<const char *>view.buf, view.len, self._own_put_timeout(c_timeout), more)
             finally:
                 PyBuffer_Release(&view)
         elif hasattr(x, "__dlpack__"):
@@ -536,7 +553,7 @@ cdef class _Window:
             _check_dlpack(self, dl)
             if self.put_sample is not None and not self._sampled(x):
                 return False
-            sent = self._put_bytes(dl.data(), dl.nbytes(), self._own_put_timeout(c_timeout))
+            sent = self._put_bytes(dl.data(), dl.nbytes(), self._own_put_timeout(c_timeout), more)
         else:
             raise TypeError(f"{self._where()}: put() needs a buffer-protocol or DLPack object, "
                             f"got {type(x).__name__}")
@@ -579,6 +596,28 @@ cdef class _Window:
                 return 0
         got = tuple(view.shape[i] for i in range(view.ndim))
         raise ValueError(f"{self._where()}: expected shape {self.shape}, got {got}")
+
+    cdef int flush_nogil(self) except -1 nogil:
+        if self.freed or self.closed or not self.is_producer or _mpi_finalized:
+            with gil:
+                if self.closed and not self.freed:
+                    return 0   # close() completed everything
+                self._check_put("flush()")
+        self._enter("flush()", False)
+        try:
+            if self.ring.unsure:
+                with gil:
+                    self._check_sure("flush()")
+            self._complete()
+        finally:
+            self._leave()
+        return 0
+
+    def flush(self):
+        """Send and complete the messages this rank put with more=True and still holds
+        (on the rma transport); returns at once when there are none."""
+        with nogil:
+            self.flush_nogil()
 
     cdef int close_nogil(self) except -1 nogil:
         if self.freed or _mpi_finalized:
@@ -727,8 +766,11 @@ cdef class Queue(_Window):
     cdef void _init_memory(self) noexcept nogil:
         init_free_lists(&self.ring)
 
-    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
-        return ring_put(&self.ring, data, nbytes, timeout, waited)
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited, bint more) except -1 nogil:
+        return ring_put(&self.ring, data, nbytes, timeout, waited, more)
+
+    cdef int _complete(self) except -1 nogil:
+        return ring_complete(&self.ring)
 
     cdef int _close_ring(self) except -1 nogil:
         return ring_close(&self.ring)

@@ -242,7 +242,7 @@ cdef class ReplayBuffer(_Window):
     def __dealloc__(self):
         PyMem_Free(self.filled)
 
-    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
+    cdef int _send(self, const char *data, int64_t nbytes, double timeout, bint *waited, bint more) except -1 nogil:
         cdef Ring *r = &self.ring
         cdef int64_t n = r.next_seq
         cdef int64_t slot = replay_choose(self.window_policy, n, r.capacity, &self.rng_state)

@@ -18,6 +18,8 @@
 cdef enum:
     CHECKED_MAX = 16384     # rma messages up to this size are hashed, not flushed twice
     FETCH_MAX = 256         # free-list records read per credit refresh
+    STAGE_MESSAGES = 64     # put(more=True): at most this many messages staged at a time,
+    STAGE_BYTES = 65536     #   and at most this many bytes of them
     MAX_PUT_CHUNK = 1 << 30 # MPI counts are C ints
 
 cdef double BATCH_GRACE_S = 0.02    # quiet time after which a batch mixes producers (ring_select)
@@ -121,44 +123,126 @@ cdef int ring_refresh(Ring *r) except -1 nogil:
 
 
 cdef int ring_write(Ring *r, int64_t t, const char *src, int64_t nbytes) except -1 nogil:
-    """Write ticket t (credit known) into its slot and publish it."""
+    """Write ticket t (credit known) into its slot and publish it, completing what is staged."""
     cdef int64_t slot = r.slots[t % r.capacity]
     cdef int64_t meta[4]
     cdef int64_t *owner_meta
     cdef bint checked = nbytes <= CHECKED_MAX
-    cdef int64_t fetching = 0
     if r.shm:
         owner_meta = owner_word(r, meta_off(r, r.ring, t))
         memcpy(slot_ptr(r, r.ring, slot), src, <size_t>nbytes)
         owner_meta[META_NBYTES] = nbytes
         rdq_store_release(owner_meta + META_STAMP, t + 1)
         return 0
-    meta[META_STAMP] = t + 1
-    meta[META_NBYTES] = nbytes
-    meta[META_PAYLOAD_CHECK] = <int64_t>rdq_hash(src, nbytes, <uint64_t>r.ring) if checked else 0
-    meta[META_HEADER_CHECK] = <int64_t>header_check(r.ring, meta)
+    meta_record(r, t, src, nbytes, meta)
+    # From here an MPI error leaves messages maybe delivered: the queue stops taking puts
+    # on this rank (a retry would reuse a ticket) until a flush has completed them.
+    r.unsure = True
+    put_staged(r)
     rma_put(r, slot_off(r, r.ring, slot), src, nbytes)
     if not checked:
         rma_flush(r)   # a large payload is complete before its meta record is sent
-    # From here an MPI error leaves the message maybe delivered: the queue stops taking puts
-    # on this rank (a retry would reuse ticket t) until the flush below has completed.
-    r.unsure = True
     rma_put(r, meta_off(r, r.ring, t), <const char *>meta, META_BYTES)
-    if t + 1 >= r.credit_upto:
-        # the next put needs new credit: read it now and let this flush complete it too,
-        # so that a producer the owner keeps up with makes one flush per message
-        fetching = ring_fetch_start(r, t + 1)
+    return flush_with_credit(r, t + 1)
+
+
+cdef void meta_record(Ring *r, int64_t t, const char *payload, int64_t nbytes, int64_t *meta) noexcept nogil:
+    """The rma meta record of ticket t: a large payload is not hashed (its flush orders it)."""
+    meta[META_STAMP] = t + 1
+    meta[META_NBYTES] = nbytes
+    meta[META_PAYLOAD_CHECK] = <int64_t>rdq_hash(payload, nbytes, <uint64_t>r.ring) if nbytes <= CHECKED_MAX else 0
+    meta[META_HEADER_CHECK] = <int64_t>header_check(r.ring, meta)
+
+
+cdef int flush_with_credit(Ring *r, int64_t sent) except -1 nogil:
+    """Complete every put of this rank (r.unsure set by the caller).  When the next ticket
+    needs new credit, read it now and let this flush complete it too, so that a producer
+    the owner keeps up with makes one flush per message (or per staged run)."""
+    cdef int64_t fetching = 0
+    if sent >= r.credit_upto:
+        fetching = ring_fetch_start(r, sent)
     rma_flush(r)
     ring_fetch_finish(r, fetching)
+    r.staged = 0
     r.unsure = False
     return 0
 
 
-cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint *waited) except -1 nogil:
-    """Send one message. Returns 1 when sent, 0 when no slot came back in time
-    (then nothing was written: a timeout leaves no trace)."""
+# --- producer: put(more=True) on rma --------------------------------------------
+#
+# A put that says more messages follow may leave its message staged in this rank's
+# memory; the staged run is put (consecutive slots and meta records coalesced into one
+# MPI_Put each) and completed by one flush at the next put without more, a put that
+# fills the stage or needs credit, flush() or close().  Nothing else changes: the owner
+# checks each message's hashes as it always does, so the run may land in any order.
+
+cdef bint ring_can_stage(Ring *r) noexcept nogil:
+    """Whether this rank's puts may be staged: rma, not the owner (its get() could wait
+    for its own staged messages), and messages small enough to be hashed."""
+    cdef int64_t n
+    if r.stage != NULL:
+        return True
+    if r.shm or r.rank == r.owner or r.slot_bytes > CHECKED_MAX:
+        return False
+    n = max(1, min(min(r.capacity, <int64_t>STAGE_MESSAGES), <int64_t>STAGE_BYTES // r.slot_stride))
+    r.stage = <char *>malloc(<size_t>(n * (r.slot_stride + META_BYTES)))
+    if r.stage == NULL:
+        return False
+    r.stage_max = n
+    return True
+
+
+cdef int ring_stage(Ring *r, int64_t t, const char *src, int64_t nbytes) except -1 nogil:
+    """Stage ticket t (credit known); complete the run when the stage is full."""
+    cdef char *payload = r.stage + r.staged * r.slot_stride
+    memcpy(payload, src, <size_t>nbytes)
+    meta_record(r, t, payload, nbytes, <int64_t *>(r.stage + r.stage_max * r.slot_stride) + 4 * r.staged)
+    r.staged += 1
+    if r.staged == r.stage_max:
+        r.unsure = True
+        put_staged(r)
+        flush_with_credit(r, t + 1)
+    return 0
+
+
+cdef int put_staged(Ring *r) except -1 nogil:
+    """Start the puts of the staged run (tickets next_seq - staged ..): payloads of
+    consecutive slots in one MPI_Put, meta records up to the ring's wrap in one."""
+    cdef int64_t first = r.next_seq - r.staged, i = 0, j, slot
+    cdef int64_t *metas = <int64_t *>(r.stage + r.stage_max * r.slot_stride)
+    while i < r.staged:
+        slot = r.slots[(first + i) % r.capacity]
+        j = i + 1
+        while j < r.staged and r.slots[(first + j) % r.capacity] == slot + j - i:
+            j += 1
+        rma_put(r, slot_off(r, r.ring, slot), r.stage + i * r.slot_stride,
+                (j - 1 - i) * r.slot_stride + metas[4 * (j - 1) + META_NBYTES])
+        i = j
+    i = 0
+    while i < r.staged:
+        j = min(r.staged, i + r.capacity - (first + i) % r.capacity)
+        rma_put(r, meta_off(r, r.ring, first + i), <const char *>(metas + 4 * i), (j - i) * META_BYTES)
+        i = j
+    return 0
+
+
+cdef int ring_complete(Ring *r) except -1 nogil:
+    """Put and complete the staged run, if any (flush(), close(), before waiting for credit)."""
+    if r.staged:
+        r.unsure = True
+        put_staged(r)
+        flush_with_credit(r, r.next_seq)
+    return 0
+
+
+cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint *waited,
+                  bint more) except -1 nogil:
+    """Send one message. Returns 1 when sent (or staged: more), 0 when no slot came back
+    in time (then nothing was written: a timeout leaves no trace)."""
     cdef int64_t t = r.next_seq, round = 0
     cdef double deadline = 0
+    if t >= r.credit_upto:
+        ring_complete(r)   # the owner cannot return slots of messages it cannot see yet
     while t >= r.credit_upto:
         ring_refresh(r)
         if t < r.credit_upto:
@@ -168,8 +252,12 @@ cdef int ring_put(Ring *r, const char *src, int64_t nbytes, double timeout, bint
             return 0
         ring_wait(r, round)
         round += 1
-    ring_write(r, t, src, nbytes)
-    r.next_seq = t + 1
+    if more and ring_can_stage(r):
+        r.next_seq = t + 1
+        ring_stage(r, t, src, nbytes)
+    else:
+        ring_write(r, t, src, nbytes)
+        r.next_seq = t + 1
     return 1
 
 
@@ -184,8 +272,13 @@ cdef int ring_close(Ring *r) except -1 nogil:
         rdq_store_release(word + 1, record[1])
         rdq_store_release(word, record[0])
         return 0
+    r.unsure = True
+    put_staged(r)
     rma_put(r, ctrl_off(r, r.ring), <const char *>record, sizeof(record))
-    return rma_flush(r)
+    rma_flush(r)
+    r.staged = 0
+    r.unsure = False
+    return 0
 
 
 # --- owner --------------------------------------------------------------------

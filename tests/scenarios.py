@@ -210,6 +210,8 @@ def scenario_stream(argv):
     p.add_argument("--release-thread", action="store_true", help="a worker thread of the owner releases")
     p.add_argument("--close-race", action="store_true",
                    help="a second thread of each producer closes at a random moment while it puts")
+    p.add_argument("--more", action="store_true",
+                   help="puts say more follow (put(more=True)) 9 times in 10, with a flush() now and then")
     a = p.parse_args(argv)
     check(a.hold + a.window <= a.capacity, "bad scenario: hold + window must fit in the capacity")
     owner = 0 if a.owner == "first" else size - 1
@@ -227,9 +229,12 @@ def scenario_stream(argv):
             closer = threading.Timer(random.Random(rank).uniform(0, a.seconds or 1), q.close)
             closer.start()
         seq = 0
+        coin = random.Random(rank + 1000)
         while more(seq):
             try:
-                q.put(payloads.make(seq))
+                q.put(payloads.make(seq), more=a.more and coin.random() < 0.9)
+                if a.more and coin.random() < 0.01:
+                    q.flush()
             except rdq.Closed:
                 check(a.close_race, "put after close without a closing thread")
                 break
@@ -250,7 +255,7 @@ def scenario_stream(argv):
         # The owner produces too: it puts without blocking and consumes when the ring is full.
         while more(sent):
             try:
-                q.put(payloads.make(sent), block=False)
+                q.put(payloads.make(sent), block=False, more=a.more)   # more: ignored on the owner's own ring
                 sent += 1
             except rdq.Full:
                 if c.pending:
@@ -881,6 +886,55 @@ def scenario_lockstep_batches(argv):
     print(f"rank {rank}: ok ({q.transport})", flush=True)
 
 
+def scenario_more(argv):
+    """put(more=True): staged messages arrive once flush(), a put without more or close()
+    completes them; flush() and more are harmless where nothing is staged, and flush() names
+    the rank and queue when it cannot be called."""
+    owner = size - 1
+    q = rdq.Queue(comm, owner=owner, capacity=8, shape=TYPED_SHAPE, dtype=np.int64, name="more")
+    expected = {r: 0 for r in range(size - 1)}
+
+    def take(n):
+        for _ in range(n):
+            with q.get(block=False) as m:      # already complete: no waiting
+                check_typed(np.asarray(m).copy(), m.source, m.seq)
+                check(m.seq == expected[m.source], f"order: {m.source} {m.seq}")
+                expected[m.source] += 1
+
+    if rank != owner:
+        for seq in range(5):
+            q.put(typed_payload(rank, seq), more=True)
+        q.flush()
+        q.flush()                                # nothing staged: returns at once
+    comm.Barrier()
+    if rank == owner:
+        take(5 * (size - 1))
+        expect_error(rdq.RDQError, q.flush, f"rank {rank}", "'more'", "producers")
+    comm.Barrier()
+    if rank != owner:
+        for seq in range(5, 7):
+            q.put(typed_payload(rank, seq), more=True)
+        q.put(typed_payload(rank, 7))            # without more: completes the two before it too
+    comm.Barrier()
+    if rank == owner:
+        take(3 * (size - 1))
+    comm.Barrier()
+    if rank != owner:
+        for seq in range(8, 11):
+            q.put(typed_payload(rank, seq), more=True)
+        q.close()                                # completes the staged run, then ends the stream
+        q.flush()                                # after close: nothing to do
+    else:
+        for m in q:
+            with m:
+                check(m.seq == expected[m.source], f"order: {m.source} {m.seq}")
+                expected[m.source] += 1
+        check(expected == {r: 11 for r in range(size - 1)}, f"got {expected}")
+    q.free()
+    expect_error(rdq.Closed, q.flush, f"rank {rank}", "'more'", "freed")
+    print(f"rank {rank}: ok ({q.transport})", flush=True)
+
+
 MPI_CALLS = ("puts", "gets", "flushes", "syncs", "atomics")
 
 
@@ -896,8 +950,10 @@ def scenario_mpi_calls(argv):
     """The MPI calls a message costs in steady state, counted by MPI itself (PMPI) and by stats().
 
     The producer puts in rounds of half its ring and the owner takes each round before the next
-    one, so it always keeps up: the steady state of a put is then exactly its own cost."""
+    one, so it always keeps up: the steady state of a put is then exactly its own cost.  With
+    "more", each round is 32 put(more=True) and a flush(): one staged run."""
     nbytes, rounds = int(argv[0]), 16
+    staged = argv[1:] == ["more"] and nbytes <= 16384   # rdq's CHECKED_MAX: larger ones never stage
     owner, cap, half = 1, 64, 32
     q = rdq.Queue(comm, owner=owner, capacity=cap, slot_bytes=max(nbytes, 8), producers=[0])
     x = np.full(nbytes, 7, np.uint8)
@@ -907,7 +963,8 @@ def scenario_mpi_calls(argv):
             before, stats_before = mpi_calls(), q.stats()
         if rank == 0:
             for _ in range(half):
-                q.put(x)
+                q.put(x, more=bool(argv[1:]))
+            q.flush()
         comm.Barrier()
         if rank == owner:
             q.get_batch(half).release()
@@ -922,6 +979,11 @@ def scenario_mpi_calls(argv):
           f"stats() {stats} disagrees with what MPI saw {used}")
     if q.transport == "shm":
         check(used == dict.fromkeys(MPI_CALLS, 0), f"shm made one-sided MPI calls: {used}")
+    elif rank == 0 and staged:
+        # a run of consecutive slots and meta records: one MPI_Put of each, one flush
+        check(used["puts"] == 2 * (rounds - 2), f"{used['puts']} puts for {rounds - 2} staged runs")
+        check(used["flushes"] == rounds - 2, f"{used['flushes']} flushes for {rounds - 2} staged runs")
+        check(used["gets"] <= 2 * (rounds - 2), f"{used['gets']} credit reads for {rounds - 2} rounds")
     elif rank == 0:
         flushes = 1 if nbytes <= 16384 else 2                   # rdq's CHECKED_MAX
         check(used["puts"] == 2 * messages, f"{used['puts']} puts for {messages} messages")

@@ -34,6 +34,20 @@ def test_batches_mix_producers_rather_than_wait(n, transport_env):
     run_scenario("lockstep_batches", n, env=transport_env)
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_puts_with_more(n, transport_env):
+    """put(more=True): flush(), a put without more and close() each complete the staged run."""
+    run_scenario("more", n, env=transport_env)
+
+
+def test_stream_with_more(transport_env):
+    """Runs of put(more=True) of random length through wrap-arounds, held views, a consumer that
+    releases in random order, and a close() from another thread: exactly once, in order, intact."""
+    out = run_scenario("stream", 4, "--kind", "raw", "--seconds", 2, "--capacity", 5, "--hold", 1,
+                       "--window", 3, "--more", "--close-race", timeout=120, env=transport_env)
+    assert "exactly once, in order, intact" in out
+
+
 @pytest.fixture(scope="session")
 def pmpi_shim(tmp_path_factory):
     """tests/pmpi/mpi_calls.c built with this environment's mpicc."""
@@ -44,10 +58,13 @@ def pmpi_shim(tmp_path_factory):
     return lib
 
 
+@pytest.mark.parametrize("more", [False, True])
 @pytest.mark.parametrize("nbytes", [64, 65536])
-def test_mpi_calls_per_message(nbytes, transport_env, pmpi_shim):
+def test_mpi_calls_per_message(nbytes, more, transport_env, pmpi_shim):
     """rma: a message is 2 MPI_Put and 1 MPI_Win_flush (2 above rdq's hashed size), credit is
-    read once per round, no MPI atomic anywhere; shm: no one-sided MPI call at all."""
-    out = run_scenario("mpi_calls", 2, nbytes, env={**transport_env, "LD_PRELOAD": str(pmpi_shim)})
+    read once per round, no MPI atomic anywhere; shm: no one-sided MPI call at all.  With
+    put(more=True) a run of 32 messages of 64 B is 2 MPI_Put and 1 flush in all."""
+    extra = ["more"] if more else []
+    out = run_scenario("mpi_calls", 2, nbytes, *extra, env={**transport_env, "LD_PRELOAD": str(pmpi_shim)})
     assert out.count("MPI saw") == 2
     print(out)

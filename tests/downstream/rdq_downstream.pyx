@@ -21,13 +21,14 @@ cdef void fill_field(int64_t[:, ::1] field, int64_t src, int64_t seq) noexcept n
 
 
 def put_fields(Queue q, Py_ssize_t count, int64_t rank):
-    """count typed puts from a nogil time loop, then close; returns how many were sent."""
+    """count typed puts from a nogil time loop, in runs of ten (nine say more follow),
+    then close; returns how many were sent."""
     cdef int64_t[:, ::1] field = np.empty(q.shape, np.int64)
     cdef Py_ssize_t seq, sent = 0
     with nogil:
         for seq in range(count):
             fill_field(field, rank, seq)
-            sent += rdq.put_2d(q, field, -1.0)
+            sent += rdq.put_2d(q, field, -1.0, seq % 10 != 9)
         q.close_nogil()
     return sent
 
@@ -71,12 +72,14 @@ def put_replay(ReplayBuffer rb, int64_t[::1] field, Py_ssize_t count):
     return codes
 
 
-def put_many(Queue q, const uint8_t[::1] message, Py_ssize_t count):
-    """count back-to-back puts from a nogil loop (bench/cython_put.py)."""
+def put_many(Queue q, const uint8_t[::1] message, Py_ssize_t count, bint more=False):
+    """count back-to-back puts from a nogil loop (bench/cython_put.py); with more, each
+    says more follow and a flush completes the run."""
     cdef Py_ssize_t i
     with nogil:
         for i in range(count):
-            q.put_nogil(&message[0], message.shape[0], -1.0)
+            q.put_nogil(&message[0], message.shape[0], -1.0, more)
+        q.flush_nogil()
 
 
 def put_latencies(Queue q, const uint8_t[::1] message, Py_ssize_t count, double step_seconds):
