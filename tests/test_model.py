@@ -28,6 +28,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "model"))
 import multiring_model as model   # noqa: E402
 
+pytestmark = pytest.mark.mpi_free
+
 # Where a seeded bug needs larger bounds to show without the ghost checks (what a user would see).
 OBSERVABLE = {
     "no_return_lock": dict(transport="shm", P=1, M=3, C=2, releaser=True),

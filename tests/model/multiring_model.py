@@ -12,6 +12,10 @@ sequentially consistent (release/acquire on shm is modelled as SC); what rma add
     word lands when an owner load first returns it (the load may also still return the old
     value), and the rest land at the flush: the owner sees every mixture of old and new words
     that landings at arbitrary steps give, without a state per subset of landed words.
+  - put(more=True) (cfg.more: each put may say it): a checked message is staged on the rank, not
+    put; the staged run's puts start (and then land as above) at the next put without more, a put
+    that fills the stage (stage_max), a put without credit (before its refresh), flush() (a
+    producer action whenever a run is staged) and close(); the owner's own ring never stages.
   - MPI_Get of the free list returns, for each word independently, any value the word held
     between the get and its flush: the model keeps, per word, every value seen in that window
     and lets the flush pick one per word (this covers every order of reading the words).
@@ -108,6 +112,9 @@ MUTATIONS = {
                           "elapsed (the third lead rule removed)",
     "grace_gives_short_batch": "get_batch: a passed ring whose grace elapsed returns its own fewer than k "
                                "tickets (SELECT_RING) instead of leading a copied batch of k",
+    "wait_with_stage": "put(more=True): a put without credit refreshes and waits without first putting "
+                       "and flushing the staged run",
+    "close_drops_stage": "put(more=True): close() counts the staged messages but does not put them",
 }
 MUT = set()          # the seeded bugs in effect
 
@@ -117,7 +124,7 @@ class Cfg:
 
     def __init__(self, transport="shm", P=2, M=2, C=2, sizes=(1,), batch=(), get_single=True,
                  hold=None, ptimeouts=0, owner_msgs=0, releaser=False, closer=False, consumers=1,
-                 torn_reads=False, fairness=False, observable_only=False):
+                 torn_reads=False, fairness=False, observable_only=False, more=False, stage_max=2):
         assert transport in ("shm", "rma") and consumers in (1, 2)
         assert not (consumers == 2 and owner_msgs), "a second consumer would starve the owner's own puts"
         # get_batch(k) allows k up to P x C; k > C: no ring can lead by having k ready
@@ -139,6 +146,8 @@ class Cfg:
         # other rings before its own (the protocol's fairness claim for get())
         self.fairness = fairness
         self.observable_only = observable_only
+        # rma: each put may say more=True; a producer then stages up to stage_max messages
+        self.more, self.stage_max = more, stage_max
         self.nrings = P + (1 if owner_msgs else 0)
         self.own = P if owner_msgs else None
         M = tuple(M) if isinstance(M, (tuple, list)) else (M,) * P     # messages per producer
@@ -169,6 +178,7 @@ class Cfg:
                                         ("2-consumers", self.consumers == 2),
                                         ("torn-reads", self.torn_reads),
                                         ("fairness", self.fairness),
+                                        (f"more(stage {self.stage_max})", self.more),
                                         ("no-get", not self.get_single)) if on]
         return (f"{self.transport} P={self.P} M={self.M} C={self.C} hold={self.hold} " + " ".join(extra)).strip()
 
@@ -179,7 +189,9 @@ class Cfg:
 #          (puts that returned True), credit = credit_upto, slots = cached slot per ticket % C,
 #          pend = its rma writes not yet landed, buf = refresh in progress or the count a close
 #          writes, dirty = the free list changed since the refresh began, tob = timeouts left,
-#          closed = local flag, busy = the rank's busy flag, closer = (pc, n) of the closer thread
+#          closed = local flag, busy = the rank's busy flag, closer = (pc, n) of the closer thread,
+#          stage = words of put(more=True) messages staged on the rank, not yet put (rma; nstaged of
+#          them), more = the put in progress said more=True
 # Owner:   per ring RingOwner(delivered, verified, returned, closed = cached n + 1 or 0), next_ring,
 #          held views (ring, ((slot, ticket, nbytes), ...)), busy flag, return lock holder,
 #          eos, got (ghost: tickets handed to the user per ring), assign (ghost: (ticket, slot)
@@ -193,7 +205,7 @@ class Cfg:
 #          fin = the rings a mixed batch takes from (its ring_delivered comes after the copy)
 
 State = namedtuple("State", "mem prods owner threads")
-Prod = namedtuple("Prod", "pc t credit slots pend buf dirty tob closed busy closer")
+Prod = namedtuple("Prod", "pc t credit slots pend buf dirty tob closed busy closer stage nstaged more")
 RingOwner = namedtuple("RingOwner", "delivered verified returned closed")
 Owner = namedtuple("Owner", "rings next_ring held busy lock eos got assign own_full waits "
                              "passed seen aged arrivals quiet")
@@ -276,7 +288,7 @@ def initial(cfg):
     words += [None] * (2 * C)
     mem = (tuple(words),) * cfg.nrings
     prod = Prod("idle", 0, 0, tuple(range(C)), frozenset(), None, False, cfg.ptimeouts, False, 0,
-                ("start", None) if cfg.closer else None)
+                ("start", None) if cfg.closer else None, frozenset(), 0, False)
     prods = tuple(prod._replace(closer=None, tob=0) if r == cfg.own else prod for r in range(cfg.nrings))
     rings = (RingOwner(0, 0, 0, 0),) * cfg.nrings
     assign = (tuple((j, j) for j in range(C)),) * cfg.nrings
@@ -391,7 +403,7 @@ def wait_steps(cfg, st, r):
         out.append(("free list changed: refresh again", set_prod(st, r, start_refresh(cfg, st, r, prod))))
     if prod.tob > 0:
         out.append(("timeout: Full, nothing written",
-                    set_prod(st, r, prod._replace(pc="idle", tob=prod.tob - 1, busy=0))))
+                    set_prod(st, r, prod._replace(pc="idle", tob=prod.tob - 1, busy=0, more=False))))
     return out
 
 
@@ -403,7 +415,8 @@ def meta_record(ring, t, nb):
 
 
 def start_write(cfg, st, r, prod):
-    """Credit known for t: shm begins its stores; rma issues its puts (local: they land later)."""
+    """Credit known for t: shm begins its stores; rma issues its puts (local: they land later),
+    after the staged run's, or (more=True, checked size) stages the message."""
     t = prod.t
     if cfg.shm:
         return set_prod(st, r, prod._replace(pc="ws" if "shm_stamp_first" in MUT else "w0"))
@@ -411,10 +424,21 @@ def start_write(cfg, st, r, prod):
     v = message_word(r, t, nb)
     payload = {(cfg.pay(slot, 0), v), (cfg.pay(slot, 1), v)}
     meta = set(zip((cfg.meta(j, w) for w in range(4)), meta_record(r, t, nb)))
+    if prod.more and nb <= CHECKED_MAX and (r != cfg.own or "owner_stages" in MUT):
+        prod = prod._replace(stage=prod.stage | payload | meta, nstaged=prod.nstaged + 1)
+        if prod.nstaged < cfg.stage_max:
+            return put_done(cfg, set_prod(st, r, prod), r)     # staged: put returns True
+        return set_prod(st, r, issue_stage(prod)._replace(pc="flush"))   # the stage is full
+    prod = issue_stage(prod)
     if nb <= CHECKED_MAX or "no_middle_flush" in MUT:
         return set_prod(st, r, prod._replace(pc="flush" if nb <= CHECKED_MAX else "flush2",
                                              pend=prod.pend | payload | meta))
     return set_prod(st, r, prod._replace(pc="flush1", pend=prod.pend | payload))
+
+
+def issue_stage(prod):
+    """put_staged: the staged run's MPI_Puts start (they land in any order until a flush)."""
+    return prod._replace(pend=prod.pend | prod.stage, stage=frozenset(), nstaged=0)
 
 
 def shm_write_step(cfg, st, r):
@@ -445,6 +469,10 @@ def flush_step(cfg, st, r):
     """rma: MPI_Win_flush: every pending word of the rank lands (see loads)."""
     st = land_all(cfg, st, r)
     prod = st.prods[r]
+    if prod.pc == "cflush":       # ring_complete before a credit refresh; the put goes on
+        return [("flush (staged run complete)", start_put(cfg, st, r, prod))]
+    if prod.pc == "fflush":       # flush()
+        return [("flush: flush() returns", set_prod(st, r, prod._replace(pc="idle", busy=0)))]
     if prod.pc == "flush1":       # large path: payload complete, now the meta record
         t = prod.t
         j, nb = t % cfg.C, cfg.size(t)
@@ -457,14 +485,26 @@ def put_done(cfg, st, r):
     if st.owner.eos:
         raise Violation(f"PUT SUCCEEDED AFTER END OF STREAM: ring {r} ticket {st.prods[r].t}")
     prod = st.prods[r]
-    st = set_prod(st, r, prod._replace(pc="idle", t=prod.t + 1, busy=0))
+    st = set_prod(st, r, prod._replace(pc="idle", t=prod.t + 1, busy=0, more=False))
     return finish_own(st) if r == cfg.own else st
 
 
 def start_put(cfg, st, r, prod):
     if prod.t < prod.credit or "no_credit_wait" in MUT:
         return start_write(cfg, st, r, prod)
+    if prod.stage and "wait_with_stage" not in MUT:
+        # the owner cannot give back slots of messages it cannot see: complete the run first
+        # (rdq's flush also carries the refresh's MPI_Get; here the refresh follows it)
+        return set_prod(st, r, issue_stage(prod)._replace(pc="cflush"))
     return set_prod(st, r, start_refresh(cfg, st, r, prod))
+
+
+def put_choices(cfg, st, r, prod, lbl):
+    """A put, and with cfg.more the same put saying more=True; flush() when a run is staged."""
+    out = [(lbl, start_put(cfg, st, r, prod._replace(more=False)))]
+    if cfg.more:
+        out.append((lbl + " (more=True)", start_put(cfg, st, r, prod._replace(more=True))))
+    return out
 
 
 # --- producer: close() ------------------------------------------------------------------------------
@@ -478,7 +518,9 @@ def start_close(cfg, st, r, who, busy_taken):
         pc = "c_check"
     else:
         pc = "c_flush"
-        pend = pend | {(0, n + 1), (1, record_check(n + 1, "closed"))}
+        staged = frozenset() if "close_drops_stage" in MUT else prod.stage   # the run goes out with it
+        pend = pend | staged | {(0, n + 1), (1, record_check(n + 1, "closed"))}
+        prod = prod._replace(stage=frozenset(), nstaged=0)
     if who == "main":
         prod = prod._replace(pc=pc, buf=(n, busy_taken), pend=pend)
     else:
@@ -524,7 +566,7 @@ def machine_steps(cfg, st, r, blocking):
         return wait_steps(cfg, st, r)
     if pc in ("w0", "w1", "wn", "ws"):
         return shm_write_step(cfg, st, r)
-    if pc in ("flush", "flush1", "flush2"):
+    if pc in ("flush", "flush1", "flush2", "cflush", "fflush"):
         return flush_step(cfg, st, r)
     if pc in ("c_check", "c_closed", "c_flush"):
         return close_steps(cfg, st, r, "main")
@@ -533,9 +575,19 @@ def machine_steps(cfg, st, r, blocking):
 
 def producer_idle_steps(cfg, st, r):
     prod = st.prods[r]
+    if prod.stage and not prod.busy:     # flush() (it takes the busy flag, as put() does)
+        flushes = [("flush(): put the staged run",
+                    set_prod(st, r, issue_stage(prod)._replace(pc="fflush", busy=1 if cfg.closer else 0)))]
+    else:
+        flushes = []
+    return flushes + put_or_close_steps(cfg, st, r)
+
+
+def put_or_close_steps(cfg, st, r):
+    prod = st.prods[r]
     if prod.t < cfg.msgs[r]:
         if not cfg.closer:
-            return [(f"put seq {prod.t}", start_put(cfg, st, r, prod))]
+            return put_choices(cfg, st, r, prod, f"put seq {prod.t}")
         if "put_checks_closed_outside_busy" in MUT:
             if prod.closed:
                 return [("put(): raises Closed", set_prod(st, r, prod._replace(pc="done")))]
@@ -546,7 +598,7 @@ def producer_idle_steps(cfg, st, r):
             return []
         if prod.closed:
             return [("put(): raises Closed", set_prod(st, r, prod._replace(pc="done")))]
-        return [(f"put seq {prod.t}: take busy", start_put(cfg, st, r, prod._replace(busy=1)))]
+        return put_choices(cfg, st, r, prod._replace(busy=1), f"put seq {prod.t}: take busy")
     if not cfg.closer:
         st2, n = start_close(cfg, st, r, "main", False)
         if cfg.shm:
@@ -1202,7 +1254,7 @@ def own_idle_steps(cfg, st):
     if prod.t < cfg.owner_msgs:
         if st.owner.own_full:
             return []
-        return [(f"own put seq {prod.t} (block=False)", start_put(cfg, st, r, prod))]
+        return put_choices(cfg, st, r, prod, f"own put seq {prod.t} (block=False)")
     st2, n = start_close(cfg, st, r, "main", False)
     if cfg.shm:
         return [("own close(): " + lbl, s) for lbl, s in close_steps(cfg, st2, r, "main")]
@@ -1368,7 +1420,8 @@ def is_final(cfg, st):
         return False
     if any(th.pc != "idle" for th in st.threads):
         return False
-    return all(p.pc == "done" and not p.pend and (p.closer is None or p.closer[0] == "done") for p in st.prods)
+    return all(p.pc == "done" and not p.pend and not p.stage and (p.closer is None or p.closer[0] == "done")
+               for p in st.prods)
 
 
 def describe(cfg, st):
@@ -1470,6 +1523,11 @@ QUICK = {
     "rma-mixed-P1-M3-C2-releaser-batch2": dict(transport="rma", P=1, M=3, C=2, sizes=(1, 2), batch=(2,), releaser=True),
     "rma-mixed-P1-M2-C1-closer": dict(transport="rma", P=1, M=2, C=1, sizes=(1, 2), closer=True),
     "rma-checked-P1-M2-C2-2consumers-batch2": dict(transport="rma", P=1, M=2, C=2, batch=(2,), consumers=2),
+    "rma-more-mixed-P1-M4-C2-batch2-only": dict(transport="rma", P=1, M=4, C=2, sizes=(1, 1, 2), batch=(2,),
+                                                get_single=False, more=True),
+    "rma-more-P1-M3-C2-closer": dict(transport="rma", P=1, M=3, C=2, closer=True, more=True),
+    "rma-more-P1-M3-C3-stage3-timeouts": dict(transport="rma", P=1, M=3, C=3, stage_max=3, ptimeouts=1, more=True),
+    "rma-more-P1-M2-C1-ownput2": dict(transport="rma", P=1, M=2, C=1, owner_msgs=2, more=True, stage_max=1),
 }
 
 # Larger bounds: minutes rather than seconds.
@@ -1500,6 +1558,8 @@ MORE = {
     "rma-mixed-P2-M2-C1-releaser": dict(transport="rma", P=2, M=2, C=1, sizes=(1, 2), releaser=True),
     "rma-mixed-P1-M4-C2-closer": dict(transport="rma", P=1, M=4, C=2, sizes=(1, 2), closer=True),
     "rma-mixed-P2-M1-C2-2consumers-batch2": dict(transport="rma", P=2, M=1, C=2, sizes=(1, 2), batch=(2,), consumers=2),
+    "rma-more-P2-M2+1-C2": dict(transport="rma", P=2, M=(2, 1), C=2, more=True),
+    "rma-more-P2-M2-C2": dict(transport="rma", P=2, M=2, C=2, more=True),
 }
 
 CONFIGS = {**QUICK, **MORE}
@@ -1529,6 +1589,8 @@ MUTATION_CONFIGS = {
     "end_before_reachable": dict(transport="shm", P=1, M=1, C=1),
     "passed_never_leads": dict(transport="shm", P=2, M=(1, 4), C=4, batch=(2,), get_single=False, fairness=True),
     "grace_gives_short_batch": dict(transport="shm", P=2, M=(1, 2), C=2, batch=(2,), get_single=False),
+    "wait_with_stage": dict(transport="rma", P=1, M=3, C=2, batch=(2,), get_single=False, more=True),
+    "close_drops_stage": dict(transport="rma", P=1, M=2, C=2, more=True),
 }
 
 
